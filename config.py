@@ -1,0 +1,261 @@
+"""Default configuration of LaNNU-Net, and the one function that loads a user's config.
+
+Every key has a one-line comment. A YAML file given with ``--cfg`` overrides these defaults and
+trailing ``KEY VALUE`` pairs on the command line override the YAML. Sizes are ``[height, width]``
+(rows, columns), like ``tensor.shape[-2:]``; coordinates are ``[x, y]`` (column, row).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from yacs.config import CfgNode as CN
+
+from utils.errors import ConfigError
+
+_C = CN()
+
+# ----------------------------------------------------------------------------------------------
+_C.DATASET = CN()
+_C.DATASET.DATASET_CLASS = "generic"  # key in datasets/dataset_index.py
+_C.DATASET.ROOT = ""  # folder that the JSON's "image" paths are relative to
+_C.DATASET.NAME = ""  # name of the dataset, for logs and results
+_C.DATASET.SRC_TARGETS = ""  # the JSON file (TRAINER.FOLD = -1) or the folder of fold<N>.json
+_C.DATASET.IMAGE_MODALITY = "CMRI"  # modality, for your records (CMRI, Cephalometric, CT...)
+_C.DATASET.LANDMARKS = []  # indices into each sample's coordinate list; [] = all of them
+_C.DATASET.TRAINSET_SIZE = -1  # use only the first N training samples; -1 = all
+_C.DATASET.PIXEL_SIZE = []  # [x, y] mm per pixel for every image; [] = unknown (errors in px)
+
+# ----------------------------------------------------------------------------------------------
+_C.SAMPLER = CN()
+_C.SAMPLER.DEBUG = False  # save PNGs of a few augmented training samples with their targets
+_C.SAMPLER.INPUT_SIZE = [512, 512]  # [height, width] every image is resized to
+_C.SAMPLER.DATA_AUG = "AffineComplex"  # augmentation scheme (transforms/dataloader_transforms.py)
+_C.SAMPLER.DATA_AUG_PACKAGE = "albumentations"  # "albumentations" or "imgaug" (needs numpy < 2)
+_C.SAMPLER.NUM_WORKERS = 0  # data loader worker processes; 0 = load in the main process
+_C.SAMPLER.SAMPLE_MODE = "full"  # "full" (whole resized image) or "patch_bias" (not built yet)
+
+_C.SAMPLER.PATCH = CN()
+_C.SAMPLER.PATCH.RESOLUTION_TO_SAMPLE_FROM = "full"  # "full" or "input_size" (patch mode only)
+_C.SAMPLER.PATCH.SAMPLE_PATCH_SIZE = [512, 512]  # [height, width] of sampled patches
+_C.SAMPLER.PATCH.SAMPLER_BIAS = 0.66  # probability that a patch contains a landmark
+_C.SAMPLER.PATCH.INFERENCE_MODE = "fully_convolutional"  # or "patchify_and_stitch"
+
+# ----------------------------------------------------------------------------------------------
+_C.SOLVER = CN()
+_C.SOLVER.SEED = 42  # seed of every random number generator; a CPU run repeats exactly
+_C.SOLVER.OPTIMIZER = "adamw"  # "adamw", "adam" or "sgd" (Nesterov, momentum 0.99, original)
+_C.SOLVER.BASE_LR = 0.001  # initial learning rate (the original's 0.01 was for its SGD)
+_C.SOLVER.WEIGHT_DECAY = 0.00003  # weight decay of the optimizer
+_C.SOLVER.WARMUP_EPOCHS = 1  # epochs of linear learning-rate warm-up before the decay
+_C.SOLVER.DECAY_POLICY = "poly"  # "poly": lr * (1 - epoch / MAX_EPOCHS)^0.9; None = constant
+_C.SOLVER.MAX_EPOCHS = 1000  # number of training epochs
+_C.SOLVER.MINI_BATCH_SIZE = 150  # mini-batches per epoch
+_C.SOLVER.DATA_LOADER_BATCH_SIZE = 12  # samples per mini-batch
+_C.SOLVER.DEEP_SUPERVISION = True  # also supervise the coarser decoder levels
+_C.SOLVER.NUM_RES_SUPERVISIONS = 5  # how many decoder levels (finest first) get a loss
+_C.SOLVER.AUTO_MIXED_PRECISION = True  # float16 autocast + grad scaler (CUDA only)
+_C.SOLVER.LOSS_FUNCTION = "mse"  # loss between predicted and target heatmaps
+_C.SOLVER.REGRESS_SIGMA = False  # learn the Gaussian sigma per landmark (not built yet)
+_C.SOLVER.REGRESS_SIGMA_LOSS_WEIGHT = 0.005  # weight of the sigma term (with REGRESS_SIGMA)
+
+# ----------------------------------------------------------------------------------------------
+_C.TRAINER = CN()
+_C.TRAINER.PERFORM_VALIDATION = True  # validate every epoch (loss and localisation error)
+_C.TRAINER.SAVE_LATEST_ONLY = True  # False: also keep model_ep<N> after every epoch
+_C.TRAINER.CACHE_DATA = True  # keep decoded, resized images in memory
+_C.TRAINER.FOLD = 0  # N >= 0 reads SRC_TARGETS/fold<N>.json; -1 reads the file SRC_TARGETS
+_C.TRAINER.INFERENCE_ONLY = False  # skip training; predict with MODEL.CHECKPOINT or every .model
+_C.TRAINER.EARLY_STOP_PATIENCE = 150  # stop after this many epochs without a better val. error
+_C.TRAINER.DEVICE = "auto"  # "auto" (CUDA when available), "cpu", "cuda" or "cuda:N"
+
+# ----------------------------------------------------------------------------------------------
+_C.MODEL = CN()
+_C.MODEL.ARCHITECTURE = "U-Net"  # key in trainer/model_trainer_index.py
+_C.MODEL.GAUSS_SIGMA = 4.0  # sigma of the target Gaussian, in pixels of the input image
+_C.MODEL.HM_LAMBDA_SCALE = 100.0  # peak value of the target heatmaps (background is 0)
+_C.MODEL.CHECKPOINT = None  # checkpoint to resume training from, or to predict with
+
+_C.MODEL.UNET = CN()
+_C.MODEL.UNET.MIN_FEATURE_RESOLUTION = 4  # downsample until a feature map side would be smaller
+_C.MODEL.UNET.MAX_FEATURES = 512  # features double per level up to this many
+_C.MODEL.UNET.INIT_FEATURES = 32  # features of the first level
+
+_C.MODEL.PHDNET = CN()
+_C.MODEL.PHDNET.BRANCH_SCHEME = "multi"  # "multi", "heatmap" or "displacement"
+_C.MODEL.PHDNET.MAXPOOL_FACTOR = 3  # number of 2x2 max-pools: one output cell = 2^N input pixels
+_C.MODEL.PHDNET.CLASS_LABEL_SCHEME = "gaussian"  # "gaussian", "binary" or "binary_weighted"
+_C.MODEL.PHDNET.WEIGHT_DISP_LOSS_BY_HEATMAP = True  # weight displacement loss by target heatmap
+_C.MODEL.PHDNET.LOG_TRANSFORM_DISPLACEMENTS = True  # regress sign(d) * log(1 + |d|)
+_C.MODEL.PHDNET.CLAMP_DIST = None  # clamp displacements to this many patches; None = no clamp
+
+# ----------------------------------------------------------------------------------------------
+_C.INFERENCE = CN()
+_C.INFERENCE.EVALUATION_MODE = "scale_heatmap_first"  # or "scale_pred_coords", "use_input_size"
+_C.INFERENCE.FIT_GAUSS = False  # fit a 2D Gaussian to the heatmap maximum (not built yet)
+_C.INFERENCE.ENSEMBLE_INFERENCE = False  # predict with INFERENCE.ENSEMBLE_CHECKPOINTS together
+_C.INFERENCE.ENSEMBLE_CHECKPOINTS = []  # checkpoints of the ensemble (same architecture)
+_C.INFERENCE.ENSEMBLE_UNCERTAINTY_KEYS = ["smha", "emha", "ecpv"]  # ensemble uncertainty methods
+_C.INFERENCE.UNCERTAINTY_SMHA_MODEL_IDX = 0  # ensemble member whose heatmap gives S-MHA
+_C.INFERENCE.DEBUG = False  # save per-sample figures of predicted heatmaps (not built yet)
+_C.INFERENCE.SDR_THRESHOLDS = [2.0, 2.5, 3.0, 4.0]  # success radii: mm if pixel size known, else px
+
+# ----------------------------------------------------------------------------------------------
+_C.OUTPUT = CN()
+_C.OUTPUT.VERBOSE = True  # also log DEBUG messages to the log file and console
+_C.OUTPUT.OUTPUT_DIR = "output"  # checkpoints, logs, curves and results go here
+_C.OUTPUT.USE_COMETML_LOGGING = False  # log to Comet.ml (not built yet)
+_C.OUTPUT.COMET_API_KEY = None  # Comet.ml API key
+_C.OUTPUT.COMET_WORKSPACE = "default"  # Comet.ml workspace
+_C.OUTPUT.COMET_PROJECT_NAME = "LannU-Net"  # Comet.ml project
+_C.OUTPUT.COMET_TAGS = ["default"]  # Comet.ml experiment tags
+_C.OUTPUT.RESULTS_CSV_APPEND = None  # suffix of the results folder, e.g. "_testset2"
+
+
+# Options whose feature a later version builds: a non-default value is refused, never ignored.
+_NOT_BUILT_YET = {
+    "SAMPLER.SAMPLE_MODE": "patch-based sampling",
+    "SAMPLER.PATCH.RESOLUTION_TO_SAMPLE_FROM": "patch-based sampling",
+    "SAMPLER.PATCH.SAMPLE_PATCH_SIZE": "patch-based sampling",
+    "SAMPLER.PATCH.SAMPLER_BIAS": "patch-based sampling",
+    "SAMPLER.PATCH.INFERENCE_MODE": "patchify-and-stitch inference",
+    "SOLVER.LOSS_FUNCTION": "losses other than MSE",
+    "SOLVER.REGRESS_SIGMA": "sigma regression",
+    "SOLVER.REGRESS_SIGMA_LOSS_WEIGHT": "sigma regression",
+    "INFERENCE.FIT_GAUSS": "Gaussian fitting",
+    "INFERENCE.ENSEMBLE_INFERENCE": "ensemble inference",
+    "INFERENCE.ENSEMBLE_CHECKPOINTS": "ensemble inference",
+    "INFERENCE.ENSEMBLE_UNCERTAINTY_KEYS": "ensemble inference",
+    "INFERENCE.UNCERTAINTY_SMHA_MODEL_IDX": "ensemble inference",
+    "INFERENCE.DEBUG": "inference debug figures",
+    "OUTPUT.USE_COMETML_LOGGING": "Comet.ml logging",
+    "MODEL.PHDNET.BRANCH_SCHEME": "PHD-Net",
+    "MODEL.PHDNET.MAXPOOL_FACTOR": "PHD-Net",
+    "MODEL.PHDNET.CLASS_LABEL_SCHEME": "PHD-Net",
+    "MODEL.PHDNET.WEIGHT_DISP_LOSS_BY_HEATMAP": "PHD-Net",
+    "MODEL.PHDNET.LOG_TRANSFORM_DISPLACEMENTS": "PHD-Net",
+    "MODEL.PHDNET.CLAMP_DIST": "PHD-Net",
+}
+
+_CHOICES = {
+    "SAMPLER.DATA_AUG_PACKAGE": ("albumentations", "imgaug"),
+    "SOLVER.OPTIMIZER": ("adamw", "adam", "sgd"),
+    "SOLVER.DECAY_POLICY": ("poly", None),
+    "INFERENCE.EVALUATION_MODE": ("scale_heatmap_first", "scale_pred_coords", "use_input_size"),
+}
+
+
+def get_cfg_defaults() -> CN:
+    """A fresh, mutable copy of the defaults."""
+    return _C.clone()
+
+
+def _get(cfg: CN, dotted_key: str):
+    node = cfg
+    for part in dotted_key.split("."):
+        node = node[part]
+    return node
+
+
+def _parse_opts(opts: list[str]) -> list:
+    """Turn ``["SOLVER.BASE_LR", "0.01", ...]`` into yacs' list, values parsed as YAML scalars."""
+    if len(opts) % 2:
+        raise ConfigError(f"command-line overrides must be KEY VALUE pairs; got {' '.join(opts)}")
+    parsed = []
+    for key, value in zip(opts[0::2], opts[1::2], strict=True):
+        try:
+            parsed += [key, yaml.safe_load(value)]
+        except yaml.YAMLError:
+            parsed += [key, value]
+    return parsed
+
+
+def _coerce_numbers(cfg: CN, overrides: CN, prefix: str = "") -> None:
+    """Let a YAML ``1`` stand for a float default ``1.0`` (yacs refuses int for float)."""
+    for key, value in overrides.items():
+        if key not in cfg:
+            continue
+        if isinstance(value, CN) and isinstance(cfg[key], CN):
+            _coerce_numbers(cfg[key], value, f"{prefix}{key}.")
+        elif isinstance(cfg[key], float) and isinstance(value, int) and not isinstance(value, bool):
+            overrides[key] = float(value)
+
+
+def validate_cfg(cfg: CN) -> None:
+    """Raise ConfigError naming the key for any value the framework cannot honour."""
+    defaults = _C
+    for key, feature in _NOT_BUILT_YET.items():
+        if _get(cfg, key) != _get(defaults, key):
+            raise ConfigError(
+                f"{key} = {_get(cfg, key)!r}: {feature} is not implemented yet; "
+                f"leave it at its default {_get(defaults, key)!r}"
+            )
+    for key, choices in _CHOICES.items():
+        if _get(cfg, key) not in choices:
+            raise ConfigError(f"{key} = {_get(cfg, key)!r}; choose one of {list(choices)}")
+    input_size = cfg.SAMPLER.INPUT_SIZE
+    if len(input_size) != 2 or any(int(s) != s or s < 8 for s in input_size):
+        raise ConfigError(f"SAMPLER.INPUT_SIZE = {input_size}; give [height, width], each >= 8")
+    if cfg.DATASET.PIXEL_SIZE and (
+        len(cfg.DATASET.PIXEL_SIZE) != 2 or min(cfg.DATASET.PIXEL_SIZE) <= 0
+    ):
+        raise ConfigError(f"DATASET.PIXEL_SIZE = {cfg.DATASET.PIXEL_SIZE}; give [x, y] mm > 0")
+    for key in ("SOLVER.MAX_EPOCHS", "SOLVER.MINI_BATCH_SIZE", "SOLVER.DATA_LOADER_BATCH_SIZE"):
+        if _get(cfg, key) < 1:
+            raise ConfigError(f"{key} = {_get(cfg, key)}; it must be at least 1")
+    if cfg.SOLVER.NUM_RES_SUPERVISIONS < 1:
+        raise ConfigError("SOLVER.NUM_RES_SUPERVISIONS must be at least 1")
+    if cfg.MODEL.GAUSS_SIGMA <= 0:
+        raise ConfigError(f"MODEL.GAUSS_SIGMA = {cfg.MODEL.GAUSS_SIGMA}; it must be > 0")
+    if not isinstance(cfg.TRAINER.FOLD, int) or cfg.TRAINER.FOLD < -1:
+        raise ConfigError(f"TRAINER.FOLD = {cfg.TRAINER.FOLD!r}; give -1 or a fold number >= 0")
+    if not cfg.INFERENCE.SDR_THRESHOLDS or min(cfg.INFERENCE.SDR_THRESHOLDS) <= 0:
+        raise ConfigError("INFERENCE.SDR_THRESHOLDS must be a non-empty list of radii > 0")
+
+
+def load_cfg(cfg_file: str | Path | None = None, opts: list[str] | None = None) -> CN:
+    """Defaults, then the YAML file, then ``KEY VALUE`` overrides; validated and frozen.
+
+    Raises ConfigError (one line naming the file or key) for a missing or malformed file,
+    an unknown key, a value of the wrong type, or an option that cannot be honoured.
+    """
+    cfg = get_cfg_defaults()
+    if cfg_file is not None:
+        path = Path(cfg_file)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            with open(path) as f:
+                loaded = yaml.safe_load(f) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path} must hold a mapping of config sections")
+        overrides = CN(loaded)
+        _coerce_numbers(cfg, overrides)
+        _merge(cfg.merge_from_other_cfg, overrides, source=str(path))
+    if opts:
+        pairs = _parse_opts(list(opts))
+        for i in range(0, len(pairs), 2):
+            key, value = pairs[i], pairs[i + 1]
+            if isinstance(value, int) and not isinstance(value, bool):
+                try:
+                    if isinstance(_get(cfg, key), float):
+                        pairs[i + 1] = float(value)
+                except KeyError:
+                    pass
+        _merge(cfg.merge_from_list, pairs, source="the command line")
+    validate_cfg(cfg)
+    cfg.freeze()
+    return cfg
+
+
+def _merge(merge_fn, overrides, source: str) -> None:
+    try:
+        merge_fn(overrides)
+    except KeyError as err:
+        message = err.args[0] if err.args else str(err)
+        raise ConfigError(f"{source}: unknown config key ({message})") from None
+    except (ValueError, AssertionError) as err:
+        raise ConfigError(f"{source}: {err}") from None

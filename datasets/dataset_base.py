@@ -1,0 +1,248 @@
+"""Dataset JSON → samples → model inputs.
+
+The JSON holds ``name``, ``description``, ``fold`` and the lists ``training``, ``validation`` and
+``testing`` of samples ``{"id", "image", "coordinates"}`` (image paths relative to the dataset
+root; a testing sample may have ``"has_annotation": false`` and ``"coordinates": null``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from transforms.dataloader_transforms import Augmentation
+from utils.coordinates import coords_inside, resize_coords, resize_image
+from utils.errors import DataError
+from utils.image_io import normalise_image, read_image
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("training", "validation", "testing")
+
+
+def resolve_annotation_file(src_targets: str | Path, fold: int) -> Path:
+    """The JSON to read: ``src_targets/fold<fold>.json`` for fold >= 0, else ``src_targets``."""
+    path = Path(src_targets)
+    if fold >= 0:
+        if path.is_file():
+            raise DataError(
+                f"TRAINER.FOLD = {fold} reads fold{fold}.json from the folder DATASET.SRC_TARGETS, "
+                f"but {path} is a file; set TRAINER.FOLD -1 to read this file"
+            )
+        path = path / f"fold{fold}.json"
+    if not path.is_file():
+        raise DataError(f"annotation file not found: {path}")
+    return path
+
+
+def read_dataset_json(path: str | Path) -> dict:
+    """Parse and check the top level of a dataset JSON; errors name the file."""
+    path = Path(path)
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: malformed JSON ({err})") from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot read ({err.strerror})") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: the top level must be an object with training/validation/testing")
+    for split in SPLITS:
+        if not isinstance(data.get(split, []), list):
+            raise DataError(f"{path}: '{split}' must be a list of samples")
+    return data
+
+
+@dataclass
+class Sample:
+    """One JSON sample. ``coords`` (K, 2): x,y of the selected landmarks in original pixels."""
+
+    id: str
+    image_path: Path
+    coords: np.ndarray | None
+    pixel_size: tuple[float, float] | None
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def has_annotation(self) -> bool:
+        return self.coords is not None
+
+
+def parse_samples(
+    raw_samples: list[dict],
+    json_path: Path,
+    root: Path,
+    landmarks: list[int],
+    attribute_keys: list[str],
+) -> list[Sample]:
+    """Check every raw JSON sample and keep the selected landmarks. Errors name the sample."""
+    samples, seen_ids, n_coords = [], set(), None
+    for position, raw in enumerate(raw_samples):
+        if not isinstance(raw, dict) or "id" not in raw or "image" not in raw:
+            raise DataError(f"{json_path}: sample #{position} needs 'id' and 'image'")
+        sample_id = str(raw["id"])
+        where = f"{json_path}: sample '{sample_id}'"
+        if sample_id in seen_ids:
+            raise DataError(f"{where}: duplicate id")
+        seen_ids.add(sample_id)
+        coords = None
+        if raw.get("has_annotation", True) and raw.get("coordinates") is not None:
+            try:
+                all_coords = np.asarray(raw["coordinates"], dtype=np.float64)
+            except (TypeError, ValueError):
+                raise DataError(f"{where}: coordinates must be a list of [x, y] numbers") from None
+            if all_coords.ndim != 2 or all_coords.shape[1] != 2:
+                raise DataError(f"{where}: coordinates must be a list of [x, y] pairs")
+            if n_coords is None:
+                n_coords = len(all_coords)
+            if len(all_coords) != n_coords:
+                raise DataError(
+                    f"{where}: has {len(all_coords)} landmarks, earlier samples have {n_coords}"
+                )
+            if landmarks and max(landmarks) >= len(all_coords):
+                raise DataError(
+                    f"{where}: DATASET.LANDMARKS {landmarks} asks for index {max(landmarks)} but "
+                    f"the sample has {len(all_coords)} landmarks"
+                )
+            coords = all_coords[landmarks] if landmarks else all_coords
+            if not np.isfinite(coords).all():
+                raise DataError(f"{where}: coordinates contain NaN or infinity")
+        elif raw.get("has_annotation", True):
+            raise DataError(f"{where}: coordinates are null; set \"has_annotation\": false")
+        pixel_size = raw.get("pixel_size")
+        if pixel_size is not None:
+            if len(pixel_size) != 2 or min(pixel_size) <= 0:
+                raise DataError(f"{where}: pixel_size must be [x, y] mm per pixel")
+            pixel_size = (float(pixel_size[0]), float(pixel_size[1]))
+        missing = [key for key in attribute_keys if key not in raw]
+        if missing:
+            raise DataError(f"{where}: lacks the attributes {missing} that the dataset class needs")
+        samples.append(
+            Sample(
+                id=sample_id,
+                image_path=root / raw["image"],
+                coords=coords,
+                pixel_size=pixel_size,
+                attributes={key: raw[key] for key in attribute_keys},
+            )
+        )
+    return samples
+
+
+class DatasetBase(Dataset):
+    """One split of a dataset JSON, resized to ``input_size`` (H, W) and optionally augmented.
+
+    ``__getitem__`` returns a dict of tensors:
+      - ``image`` (1, H, W) float32, normalised per image;
+      - ``coords`` (K, 2) x,y in input-image pixels after augmentation (zeros if unannotated);
+      - ``visible`` (K,) float32: 1 where the landmark is annotated and inside the input image;
+      - ``original_size`` (2,) H, W of the image file; ``pixel_size`` (2,) x, y in mm (NaN if
+        unknown); ``index`` (the sample's position in ``self.samples``).
+
+    Subclasses list extra JSON keys in ``additional_sample_attribute_keys``; their values are
+    checked to exist and are written next to each prediction in the results.
+    """
+
+    additional_sample_attribute_keys: list[str] = []
+
+    @classmethod
+    def prepare_data(cls, root: Path, annotation_file: Path) -> None:
+        """Called before the annotation file is read; a subclass may create or convert data
+        here (the synthetic demo generates itself). The base class does nothing."""
+
+    def __init__(
+        self,
+        json_path: str | Path,
+        split: str,
+        root: str | Path,
+        input_size: tuple[int, int],
+        landmarks: list[int] | None = None,
+        augmentation: Augmentation | None = None,
+        cache_data: bool = True,
+        default_pixel_size: tuple[float, float] | None = None,
+        max_samples: int = -1,
+    ) -> None:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        self.json_path = Path(json_path)
+        self.split = split
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.augmentation = augmentation
+        self.default_pixel_size = tuple(default_pixel_size) if default_pixel_size else None
+        data = read_dataset_json(self.json_path)
+        raw = data.get(split, [])
+        if max_samples >= 0:
+            raw = raw[:max_samples]
+        self.landmarks = list(landmarks or [])
+        self.samples = parse_samples(
+            raw, self.json_path, Path(root), self.landmarks,
+            list(self.additional_sample_attribute_keys),
+        )
+        self.num_landmarks = self._count_landmarks(data)
+        self._cache: dict[int, tuple[np.ndarray, tuple[int, int], tuple | None]] = {}
+        if cache_data and self.samples:
+            for index in tqdm(range(len(self.samples)), desc=f"caching {split}", leave=False):
+                self._cache[index] = self._load(index)
+
+    def _count_landmarks(self, data: dict) -> int:
+        if self.landmarks:
+            return len(self.landmarks)
+        annotated = [s for s in self.samples if s.has_annotation]
+        if annotated:
+            return len(annotated[0].coords)
+        for split in SPLITS:  # an unannotated test list: count from any annotated sample
+            for raw in data.get(split, []):
+                if isinstance(raw, dict) and raw.get("coordinates"):
+                    return len(raw["coordinates"])
+        return 0
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _load(self, index: int) -> tuple[np.ndarray, tuple[int, int], tuple | None]:
+        """Decode, normalise and resize one image: (image (H, W) at input size, original
+        (H, W), pixel size [x, y] mm or None)."""
+        sample = self.samples[index]
+        try:
+            loaded = read_image(sample.image_path)
+        except DataError as err:
+            raise DataError(f"sample '{sample.id}': {err}") from None
+        original_size = loaded.pixels.shape
+        pixel_size = sample.pixel_size or loaded.pixel_size or self.default_pixel_size
+        if sample.has_annotation and not coords_inside(sample.coords, original_size).all():
+            logger.warning(
+                "sample '%s': a landmark lies outside its %dx%d image", sample.id, *original_size
+            )
+        image = resize_image(normalise_image(loaded.pixels), self.input_size)
+        return image.astype(np.float32), original_size, pixel_size
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        image, original_size, pixel_size = self._cache.get(index) or self._load(index)
+        sample = self.samples[index]
+        num_landmarks = self.num_landmarks
+        if sample.has_annotation:
+            coords = resize_coords(sample.coords, original_size, self.input_size)
+        else:
+            coords = np.zeros((num_landmarks, 2))
+        if self.augmentation is not None:
+            seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
+            image, coords = self.augmentation(image, coords, seed)
+        visible = coords_inside(coords, self.input_size) & sample.has_annotation
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None],
+            "coords": torch.as_tensor(coords, dtype=torch.float32),
+            "visible": torch.as_tensor(visible, dtype=torch.float32),
+            "original_size": torch.tensor(original_size, dtype=torch.int64),
+            "pixel_size": torch.tensor(pixel_size if pixel_size else (math.nan, math.nan),
+                                       dtype=torch.float64),
+            "index": torch.tensor(index),
+        }

@@ -1,0 +1,75 @@
+"""Model predictions of a dataset → the long ``predictions.csv`` table."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from datasets.dataset_base import DatasetBase
+from utils.coordinates import resize_coords, scale_factors
+from utils.metrics import radial_errors
+from utils.results import PREDICTION_COLUMNS
+
+
+@dataclass
+class Predictions:
+    """What a model predicted for N samples of a dataset.
+
+    coords (N, K, 2) x,y and uncertainty (N, K), in pixels of the original images (of the input
+    images for ``use_input_size``); index (N,) into ``dataset.samples``; original_size (N, 2)
+    H, W; pixel_size (N, 2) x, y mm per original pixel, NaN where unknown.
+    """
+
+    coords: np.ndarray
+    uncertainty: np.ndarray
+    index: np.ndarray
+    original_size: np.ndarray
+    pixel_size: np.ndarray
+
+
+def prediction_table(
+    dataset: DatasetBase,
+    predictions: Predictions,
+    method: str,
+    evaluation_mode: str,
+    input_size: Sequence[int],
+) -> pd.DataFrame:
+    """One row per sample and landmark with PREDICTION_COLUMNS, then the dataset's extra sample
+    attributes. ``landmark`` is the index into the JSON coordinate list; targets and errors are
+    empty for unannotated samples, ``error_mm`` also where the pixel size is unknown."""
+    landmark_ids = dataset.landmarks or list(range(predictions.coords.shape[1]))
+    rows = []
+    for n, index in enumerate(predictions.index):
+        sample = dataset.samples[int(index)]
+        original_size = tuple(int(s) for s in predictions.original_size[n])
+        pixel_size = predictions.pixel_size[n]
+        target = sample.coords
+        if evaluation_mode == "use_input_size":
+            if target is not None:
+                target = resize_coords(target, original_size, input_size)
+            sx, sy = scale_factors(original_size, input_size)
+            pixel_size = pixel_size / np.array([sx, sy])  # mm per input pixel
+        error_px = radial_errors(predictions.coords[n], target) if target is not None else None
+        error_mm = None
+        if target is not None and np.isfinite(pixel_size).all():
+            error_mm = radial_errors(predictions.coords[n], target, pixel_size)
+        for k, landmark in enumerate(landmark_ids):
+            row = {
+                "id": sample.id,
+                "landmark": landmark,
+                "method": method,
+                "pred_x": predictions.coords[n, k, 0],
+                "pred_y": predictions.coords[n, k, 1],
+                "uncertainty": predictions.uncertainty[n, k],
+                "target_x": target[k, 0] if target is not None else np.nan,
+                "target_y": target[k, 1] if target is not None else np.nan,
+                "error_px": error_px[k] if error_px is not None else np.nan,
+                "error_mm": error_mm[k] if error_mm is not None else np.nan,
+            }
+            row.update(sample.attributes)
+            rows.append(row)
+    columns = PREDICTION_COLUMNS + list(dataset.additional_sample_attribute_keys)
+    return pd.DataFrame(rows, columns=columns)

@@ -1,0 +1,440 @@
+"""The training loop, validation, checkpoints and inference shared by every model.
+
+A model plugs in by subclassing :class:`ModelTrainerBase` and implementing five methods:
+``initialize_network``, ``initialize_label_generator``, ``initialize_optimizer_and_scheduler``,
+``initialize_loss_function`` and ``get_coords_from_heatmap`` (see trainer/model_trainer_unet.py).
+The config is read here, in the constructor; everything below it gets plain values.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import sys
+import time
+from abc import ABC, abstractmethod
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, RandomSampler
+from tqdm import tqdm
+from yacs.config import CfgNode
+
+from datasets.dataset_base import DatasetBase, resolve_annotation_file
+from inference.predictions import Predictions, prediction_table
+from transforms.dataloader_transforms import build_augmentation
+from transforms.generate_labels import LabelGenerator
+from utils.coordinates import resize_coords
+from utils.checkpoints import CHECKPOINT_SUFFIX, load_checkpoint, save_checkpoint
+from utils.errors import CheckpointError, ConfigError, DataError
+from utils.metrics import summarise_errors
+from utils.plotting import save_training_curves
+from utils.results import format_summary, unique_results_dir, write_results
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` → CUDA when available, else CPU; otherwise the named device, checked."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"TRAINER.DEVICE {name!r} is not a device; use auto, cpu or cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"TRAINER.DEVICE {name!r}, but CUDA is not available on this machine")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class ModelTrainerBase(ABC):
+    """Owns data loaders, the training loop, validation, early stopping, checkpoints, inference.
+
+    Subclasses set ``self.network``, ``self.label_generator``, ``self.optimizer`` and
+    ``self.loss`` in the ``initialize_*`` methods; ``self.num_landmarks`` is known by then.
+    """
+
+    def __init__(
+        self,
+        cfg: CfgNode,
+        dataset_class: type[DatasetBase],
+        label_generator_class: type[LabelGenerator],
+    ) -> None:
+        self.cfg = cfg  # kept for subclasses' own keys and for checkpoints; read below only
+        self.dataset_class = dataset_class
+        self.label_generator_class = label_generator_class
+        self.output_dir = Path(cfg.OUTPUT.OUTPUT_DIR)
+        self.device = resolve_device(cfg.TRAINER.DEVICE)
+        self.use_amp = bool(cfg.SOLVER.AUTO_MIXED_PRECISION) and self.device.type == "cuda"
+        self.seed = int(cfg.SOLVER.SEED)
+
+        self.dataset_root = Path(cfg.DATASET.ROOT)
+        self.annotation_source = cfg.DATASET.SRC_TARGETS
+        self.fold = int(cfg.TRAINER.FOLD)
+        self.landmarks = list(cfg.DATASET.LANDMARKS)
+        self.trainset_size = int(cfg.DATASET.TRAINSET_SIZE)
+        self.default_pixel_size = tuple(cfg.DATASET.PIXEL_SIZE) or None
+        self.input_size = tuple(int(s) for s in cfg.SAMPLER.INPUT_SIZE)
+        self.data_aug = cfg.SAMPLER.DATA_AUG
+        self.data_aug_package = cfg.SAMPLER.DATA_AUG_PACKAGE
+        self.num_workers = int(cfg.SAMPLER.NUM_WORKERS)
+        self.sampler_debug = bool(cfg.SAMPLER.DEBUG)
+        self.cache_data = bool(cfg.TRAINER.CACHE_DATA)
+
+        self.max_epochs = int(cfg.SOLVER.MAX_EPOCHS)
+        self.batches_per_epoch = int(cfg.SOLVER.MINI_BATCH_SIZE)
+        self.batch_size = int(cfg.SOLVER.DATA_LOADER_BATCH_SIZE)
+        self.base_lr = float(cfg.SOLVER.BASE_LR)
+        self.warmup_epochs = int(cfg.SOLVER.WARMUP_EPOCHS)
+        self.decay_policy = cfg.SOLVER.DECAY_POLICY
+        self.optimizer_name = cfg.SOLVER.OPTIMIZER
+        self.weight_decay = float(cfg.SOLVER.WEIGHT_DECAY)
+        self.perform_validation = bool(cfg.TRAINER.PERFORM_VALIDATION)
+        self.save_latest_only = bool(cfg.TRAINER.SAVE_LATEST_ONLY)
+        self.early_stop_patience = int(cfg.TRAINER.EARLY_STOP_PATIENCE)
+
+        self.evaluation_mode = cfg.INFERENCE.EVALUATION_MODE
+        self.sdr_thresholds = list(cfg.INFERENCE.SDR_THRESHOLDS)
+        self.results_append = cfg.OUTPUT.RESULTS_CSV_APPEND or ""
+
+        self.network: torch.nn.Module | None = None
+        self.label_generator: LabelGenerator | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.loss: torch.nn.Module | None = None
+        self.num_landmarks: int | None = None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.epoch = 0  # epochs completed
+        self.best_metric = math.inf
+        self.best_epoch = -1
+        self.epochs_without_improvement = 0
+        self.history: list[dict[str, float]] = []
+
+    # ------------------------------------------------------------------ extension points
+    @abstractmethod
+    def initialize_network(self) -> None:
+        """Build ``self.network`` (an nn.Module) for ``self.num_landmarks`` landmarks."""
+
+    @abstractmethod
+    def initialize_label_generator(self) -> None:
+        """Build ``self.label_generator`` from ``self.label_generator_class``."""
+
+    @abstractmethod
+    def initialize_optimizer_and_scheduler(self) -> None:
+        """Build ``self.optimizer`` (usually ``self.build_optimizer(params)``)."""
+
+    @abstractmethod
+    def initialize_loss_function(self) -> None:
+        """Build ``self.loss(outputs, targets)`` for the network's outputs and the generator's
+        targets."""
+
+    @abstractmethod
+    def get_coords_from_heatmap(
+        self, output: Any, original_sizes: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode a batch of network outputs.
+
+        Args:
+            output: what ``self.network`` returned for a (B, C, H, W) input batch.
+            original_sizes: (B, 2) H, W of each image file.
+        Returns:
+            coords (B, K, 2) x,y in pixels of each original image (of the input image with
+            INFERENCE.EVALUATION_MODE use_input_size), and an uncertainty (B, K) per landmark.
+        """
+
+    # ------------------------------------------------------------------ set-up
+    def initialize(self, num_landmarks: int) -> None:
+        """Build network, label generator, optimizer and loss for ``num_landmarks``."""
+        self.num_landmarks = num_landmarks
+        self.initialize_network()
+        self.network.to(self.device)
+        self.initialize_label_generator()
+        self.initialize_optimizer_and_scheduler()
+        self.initialize_loss_function()
+        n_params = sum(p.numel() for p in self.network.parameters())
+        logger.info("%s: %d landmarks, %.2f M parameters, device %s%s",
+                    type(self.network).__name__, num_landmarks, n_params / 1e6, self.device,
+                    ", mixed precision" if self.use_amp else "")
+
+    def build_optimizer(self, parameters) -> torch.optim.Optimizer:
+        """The optimizer named by SOLVER.OPTIMIZER at SOLVER.BASE_LR."""
+        if self.optimizer_name == "sgd":
+            return torch.optim.SGD(parameters, lr=self.base_lr, momentum=0.99, nesterov=True,
+                                   weight_decay=self.weight_decay)
+        optimizer_class = torch.optim.AdamW if self.optimizer_name == "adamw" else torch.optim.Adam
+        return optimizer_class(parameters, lr=self.base_lr, weight_decay=self.weight_decay)
+
+    def annotation_file(self) -> Path:
+        """The dataset JSON of this run (after letting the dataset class prepare its data)."""
+        source = Path(self.annotation_source)
+        expected = source / f"fold{self.fold}.json" if self.fold >= 0 else source
+        self.dataset_class.prepare_data(self.dataset_root, expected)
+        return resolve_annotation_file(self.annotation_source, self.fold)
+
+    def make_dataset(self, split: str, augment: bool = False) -> DatasetBase:
+        """One split of the annotation file, resized to SAMPLER.INPUT_SIZE."""
+        augmentation = build_augmentation(self.data_aug, self.data_aug_package) if augment else None
+        return self.dataset_class(
+            json_path=self.annotation_file(),
+            split=split,
+            root=self.dataset_root,
+            input_size=self.input_size,
+            landmarks=self.landmarks,
+            augmentation=augmentation,
+            cache_data=self.cache_data,
+            default_pixel_size=self.default_pixel_size,
+            max_samples=self.trainset_size if split == "training" else -1,
+        )
+
+    def make_loader(self, dataset: DatasetBase, shuffle: bool) -> DataLoader:
+        sampler = None
+        if shuffle:
+            self.sampler_generator = torch.Generator()
+            sampler = RandomSampler(dataset, num_samples=self.batches_per_epoch * self.batch_size,
+                                    generator=self.sampler_generator)
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler,
+                          num_workers=self.num_workers, pin_memory=self.device.type == "cuda")
+
+    # ------------------------------------------------------------------ training
+    def learning_rate(self, epoch: int) -> float:
+        """Linear warm-up over SOLVER.WARMUP_EPOCHS, then poly decay (1 - e/E)^0.9."""
+        if epoch < self.warmup_epochs:
+            return self.base_lr * (epoch + 1) / (self.warmup_epochs + 1)
+        if self.decay_policy == "poly":
+            return self.base_lr * (1 - epoch / self.max_epochs) ** 0.9
+        return self.base_lr
+
+    def maybe_update_lr(self, epoch: int) -> float:
+        """Set the learning rate for ``epoch``; override for another schedule."""
+        lr = self.learning_rate(epoch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def autocast(self):
+        if self.use_amp:
+            return torch.autocast(self.device.type, dtype=torch.float16)
+        return nullcontext()
+
+    def make_targets(self, batch: dict[str, torch.Tensor]):
+        return self.label_generator.generate_labels(
+            batch["coords"].to(self.device), batch["visible"].to(self.device), self.input_size)
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> float:
+        """One optimisation step on a batch; returns its loss."""
+        images = batch["image"].to(self.device, non_blocking=True)
+        targets = self.make_targets(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.autocast():
+            outputs = self.network(images)
+            loss = self.loss(outputs, targets)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"training loss became {loss.item()} at epoch {self.epoch + 1}; lower "
+                "SOLVER.BASE_LR or set SOLVER.AUTO_MIXED_PRECISION False")
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss.item()
+
+    @torch.no_grad()
+    def validate(self, loader: DataLoader) -> tuple[float, float]:
+        """Validation loss and mean radial error (pixels of the original images)."""
+        self.network.eval()
+        losses, errors = [], []
+        for batch in loader:
+            images = batch["image"].to(self.device)
+            with self.autocast():
+                outputs = self.network(images)
+                losses.append(self.loss(outputs, self.make_targets(batch)).item())
+            coords, _ = self.get_coords_from_heatmap(outputs, batch["original_size"])
+            dataset: DatasetBase = loader.dataset
+            for row, index in enumerate(batch["index"].tolist()):
+                target = dataset.samples[index].coords
+                if self.evaluation_mode == "use_input_size":
+                    size = tuple(batch["original_size"][row].tolist())
+                    target = resize_coords(target, size, self.input_size)
+                errors.append(np.linalg.norm(coords[row].cpu().numpy() - target, axis=-1))
+        self.network.train()
+        return float(np.mean(losses)), float(np.mean(np.concatenate(errors)))
+
+    def train(self) -> None:
+        """Train from ``self.epoch`` to SOLVER.MAX_EPOCHS (or early stop), checkpointing."""
+        train_set = self.make_dataset("training", augment=True)
+        if len(train_set) == 0:
+            raise DataError(f"{train_set.json_path}: the training list is empty")
+        val_set = self.make_dataset("validation") if self.perform_validation else None
+        if val_set is not None and len(val_set) == 0:
+            raise DataError(f"{val_set.json_path}: the validation list is empty; add samples or "
+                            "set TRAINER.PERFORM_VALIDATION False")
+        if self.network is None:
+            self.initialize(train_set.num_landmarks)
+        elif train_set.num_landmarks != self.num_landmarks:
+            raise DataError(f"{train_set.json_path}: {train_set.num_landmarks} landmarks, the "
+                            f"checkpoint has {self.num_landmarks}")
+        train_loader = self.make_loader(train_set, shuffle=True)
+        val_loader = self.make_loader(val_set, shuffle=False) if val_set else None
+        logger.info("training on %d images, validating on %d; %d epochs of %d batches of %d",
+                    len(train_set), len(val_set) if val_set else 0, self.max_epochs,
+                    self.batches_per_epoch, self.batch_size)
+        if self.sampler_debug:
+            self.save_debug_samples(train_loader)
+        self.network.train()
+        interactive = sys.stderr.isatty()
+        while self.epoch < self.max_epochs:
+            epoch = self.epoch
+            seed_everything(self.seed * 1000 + epoch)  # a resumed run draws the same batches
+            self.sampler_generator.manual_seed(self.seed * 1000 + epoch)
+            lr = self.maybe_update_lr(epoch)
+            start = time.perf_counter()
+            losses = []
+            bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{self.max_epochs}", leave=False,
+                       disable=None, mininterval=0.5 if interactive else 30)
+            for batch in bar:
+                losses.append(self.train_step(batch))
+                bar.set_postfix(loss=f"{losses[-1]:.4g}")
+            train_seconds = time.perf_counter() - start
+            val_loss, val_mre = self.validate(val_loader) if val_loader else (math.nan, math.nan)
+            self.epoch = epoch + 1
+            stop = self.on_epoch_end(float(np.mean(losses)), val_loss, val_mre, lr,
+                                     train_seconds, time.perf_counter() - start)
+            if stop:
+                break
+
+    def on_epoch_end(self, train_loss, val_loss, val_mre, lr, train_seconds, seconds) -> bool:
+        """Record the epoch, save checkpoints; True when early stopping says stop."""
+        samples = self.batches_per_epoch * self.batch_size
+        self.history.append({"epoch": self.epoch, "train_loss": train_loss, "val_loss": val_loss,
+                             "val_mre_px": val_mre, "lr": lr, "seconds": seconds,
+                             "samples_per_s": samples / train_seconds})
+        metric = val_mre if self.perform_validation else train_loss
+        improved = metric < self.best_metric
+        if improved:
+            self.best_metric, self.best_epoch = metric, self.epoch
+            self.epochs_without_improvement = 0
+        else:
+            self.epochs_without_improvement += 1
+        logger.info("epoch %d/%d: train loss %.4g, val loss %.4g, val MRE %.2f px%s, lr %.2e, "
+                    "%.1f s (%.1f samples/s)", self.epoch, self.max_epochs, train_loss, val_loss,
+                    val_mre, " (best)" if improved else "", lr, seconds, samples / train_seconds)
+        self.save_checkpoint(self.checkpoint_path("latest"))
+        if improved:
+            self.save_checkpoint(self.checkpoint_path("best"))
+        if not self.save_latest_only:
+            self.save_checkpoint(self.checkpoint_path(f"ep{self.epoch}"))
+        metrics = pd.DataFrame(self.history)
+        metrics.to_csv(self.output_dir / "metrics.csv", index=False)
+        save_training_curves(metrics, self.output_dir / "training_curves.png")
+        if self.epochs_without_improvement >= self.early_stop_patience:
+            logger.info("early stopping: no better validation error for %d epochs (best %.2f at "
+                        "epoch %d)", self.early_stop_patience, self.best_metric, self.best_epoch)
+            return True
+        return False
+
+    def save_debug_samples(self, loader: DataLoader, count: int = 4) -> None:
+        """SAMPLER.DEBUG: PNGs of augmented training samples with their targets."""
+        folder = self.output_dir / "debug"
+        folder.mkdir(parents=True, exist_ok=True)
+        batch = next(iter(loader))
+        labels = self.make_targets(batch)
+        for row in range(min(count, len(batch["image"]))):
+            self.label_generator.debug_sample(
+                batch["image"][row, 0].numpy(), batch["coords"][row].numpy(),
+                [level[row].float().cpu().numpy() for level in labels],
+                folder / f"training_sample_{row}.png")
+        logger.info("saved %d augmented training samples with their targets to %s",
+                    min(count, len(batch["image"])), folder)
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_path(self, kind: str) -> Path:
+        """``model_<kind>[_fold<N>].model`` in OUTPUT_DIR (kind: best, latest, ep<N>)."""
+        fold_tag = f"_fold{self.fold}" if self.fold >= 0 else ""
+        return self.output_dir / f"model_{kind}{fold_tag}{CHECKPOINT_SUFFIX}"
+
+    def save_checkpoint(self, path: Path) -> None:
+        save_checkpoint({
+            "config": self.cfg.dump(),
+            "architecture": self.cfg.MODEL.ARCHITECTURE,
+            "num_landmarks": self.num_landmarks,
+            "epoch": self.epoch,
+            "network": self.network.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "best_metric": self.best_metric,
+            "best_epoch": self.best_epoch,
+            "epochs_without_improvement": self.epochs_without_improvement,
+            "history": self.history,
+        }, path)
+
+    def load_checkpoint(self, path: str | Path, resume_training: bool) -> None:
+        """Load network weights (and, to resume, optimizer, scaler, epoch and history)."""
+        state = load_checkpoint(path, map_location=self.device)
+        if state.get("architecture") != self.cfg.MODEL.ARCHITECTURE:
+            raise CheckpointError(f"{path}: trained as {state.get('architecture')!r}, but "
+                                  f"MODEL.ARCHITECTURE is {self.cfg.MODEL.ARCHITECTURE!r}")
+        if self.network is None:
+            self.initialize(int(state["num_landmarks"]))
+        elif state["num_landmarks"] != self.num_landmarks:
+            raise CheckpointError(f"{path}: {state['num_landmarks']} landmarks, expected "
+                                  f"{self.num_landmarks}")
+        try:
+            self.network.load_state_dict(state["network"])
+        except RuntimeError as err:
+            raise CheckpointError(f"{path}: does not fit the network this config builds "
+                                  f"({str(err).splitlines()[1].strip()})") from None
+        if resume_training:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scaler.load_state_dict(state["scaler"])
+            self.epoch = int(state["epoch"])
+            self.best_metric = float(state["best_metric"])
+            self.best_epoch = int(state["best_epoch"])
+            self.epochs_without_improvement = int(state["epochs_without_improvement"])
+            self.history = list(state["history"])
+            logger.info("resuming %s after epoch %d", path, self.epoch)
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def predict(self, dataset: DatasetBase) -> Predictions:
+        """Predictions for every sample of ``dataset``, in the space of EVALUATION_MODE."""
+        self.network.eval()
+        parts: dict[str, list[np.ndarray]] = {key: [] for key in Predictions.__dataclass_fields__}
+        for batch in tqdm(self.make_loader(dataset, shuffle=False), desc="predicting",
+                          leave=False, disable=None):
+            with self.autocast():
+                outputs = self.network(batch["image"].to(self.device))
+            coords, uncertainty = self.get_coords_from_heatmap(outputs, batch["original_size"])
+            parts["coords"].append(coords.float().cpu().numpy())
+            parts["uncertainty"].append(uncertainty.float().cpu().numpy())
+            for key in ("index", "original_size", "pixel_size"):
+                parts[key].append(batch[key].numpy())
+        self.network.train()
+        return Predictions(**{key: np.concatenate(value) for key, value in parts.items()})
+
+    def run_inference(self, checkpoint: Path, dataset: DatasetBase | None = None) -> Path:
+        """Predict the testing list with ``checkpoint``; write results; return their folder."""
+        self.load_checkpoint(checkpoint, resume_training=False)
+        dataset = dataset or self.make_dataset("testing")
+        if len(dataset) == 0:
+            raise DataError(f"{dataset.json_path}: the testing list is empty")
+        table = prediction_table(dataset, self.predict(dataset), method="smha",
+                                 evaluation_mode=self.evaluation_mode,
+                                 input_size=self.input_size)
+        summary, _ = summarise_errors(table, self.sdr_thresholds)
+        folder = unique_results_dir(self.output_dir / "results",
+                                    f"{checkpoint.stem}{self.results_append}")
+        write_results(table, summary, folder)
+        logger.info("%s\nresults written to %s",
+                    format_summary(summary, f"{checkpoint.name} on {len(dataset)} test images"),
+                    folder)
+        return folder

@@ -1,0 +1,110 @@
+"""Label generators: landmark coordinates → training targets (``encode``).
+
+Targets are made on the training device, per batch, from the (augmented) coordinates the data
+loader returns, so a generator is plain torch code and never sees files or the config.
+The matching ``decode`` for heatmaps lives in inference/decoding.py.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from utils.coordinates import resize_coords
+
+
+class LabelGenerator(ABC):
+    """Turns landmarks into whatever the model regresses.
+
+    Subclass it for a new kind of target, implement :meth:`generate_labels`, and register the class
+    in transforms/label_generator_index.py under the architecture's key.
+    """
+
+    @abstractmethod
+    def generate_labels(
+        self,
+        landmarks: torch.Tensor,
+        landmarks_in_indicator: torch.Tensor,
+        image_size: Sequence[int],
+        x_y_corner_patch: torch.Tensor | None = None,
+    ) -> list[torch.Tensor]:
+        """Targets for a batch.
+
+        Args:
+            landmarks: (B, K, 2) x,y in pixels of the image the sample was cut from.
+            landmarks_in_indicator: (B, K), 1 where the landmark is annotated and inside the
+                model input, 0 elsewhere (its target must then carry no landmark).
+            image_size: (H, W) of the model input.
+            x_y_corner_patch: (B, 2) x,y of the input's top-left pixel in that image; None = 0
+                (full-image sampling).
+        Returns:
+            the targets, in the structure the trainer's loss expects.
+        """
+
+    def debug_sample(
+        self, image: np.ndarray, landmarks: np.ndarray, labels: Sequence[np.ndarray], path: Path
+    ) -> None:
+        """Save a PNG of one sample: ``image`` (H, W), its ``landmarks`` (K, 2) x,y in input
+        pixels, and ``labels[0]`` (K, H, W) summed over landmarks on top."""
+        from utils.plotting import save_sample_figure
+
+        save_sample_figure(image, landmarks, np.asarray(labels[0]).max(axis=0), path)
+
+    def stitch_heatmap(self, *args, **kwargs):
+        """Combine patch outputs into one full-image output (for patch-based inference)."""
+        raise NotImplementedError(
+            f"{type(self).__name__}.stitch_heatmap: patchify-and-stitch inference is not "
+            "implemented yet"
+        )
+
+
+def gaussian_heatmaps(
+    centres: torch.Tensor, sigma: float, size: Sequence[int], amplitude: float = 1.0
+) -> torch.Tensor:
+    """Unnormalised Gaussians ``amplitude * exp(-d^2 / (2 sigma^2))`` at sub-pixel ``centres``.
+
+    Args:
+        centres: (B, K, 2) x,y in pixels of the heatmap (not rounded).
+        sigma: standard deviation in pixels of the heatmap.
+        size: (H, W) of the heatmap.
+    Returns:
+        (B, K, H, W) heatmaps, peak ``amplitude`` at a centre that falls on a pixel centre.
+    """
+    height, width = int(size[0]), int(size[1])
+    xs = torch.arange(width, device=centres.device, dtype=centres.dtype)
+    ys = torch.arange(height, device=centres.device, dtype=centres.dtype)
+    gx = torch.exp(-((xs - centres[..., 0:1]) ** 2) / (2 * sigma**2))  # (B, K, W)
+    gy = torch.exp(-((ys - centres[..., 1:2]) ** 2) / (2 * sigma**2))  # (B, K, H)
+    return amplitude * gy[..., :, None] * gx[..., None, :]
+
+
+class UNetLabelGenerator(LabelGenerator):
+    """One Gaussian heatmap per landmark for each deep-supervision level, finest first.
+
+    Level l has size (H / 2^l, W / 2^l) and sigma ``sigma / 2^l`` (the same Gaussian, seen at a
+    coarser resolution); heatmaps peak at ``lambda_scale`` on a background of 0.
+    """
+
+    def __init__(self, sigma: float, num_levels: int, lambda_scale: float = 100.0) -> None:
+        self.sigma = float(sigma)
+        self.num_levels = int(num_levels)
+        self.lambda_scale = float(lambda_scale)
+
+    def generate_labels(self, landmarks, landmarks_in_indicator, image_size, x_y_corner_patch=None):
+        coords = landmarks.float()
+        if x_y_corner_patch is not None:
+            coords = coords - x_y_corner_patch[:, None, :].to(coords)
+        coords = torch.nan_to_num(coords, nan=-1e4)  # dropped landmarks; masked below anyway
+        visible = landmarks_in_indicator.to(coords)[..., None, None]
+        height, width = int(image_size[0]), int(image_size[1])
+        labels = []
+        for level in range(self.num_levels):
+            size = (height // 2**level, width // 2**level)
+            centres = resize_coords(coords, (height, width), size)
+            heatmaps = gaussian_heatmaps(centres, self.sigma / 2**level, size, self.lambda_scale)
+            labels.append(heatmaps * visible)
+        return labels

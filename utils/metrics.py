@@ -1,0 +1,59 @@
+"""Localisation metrics: radial errors, mean radial error (MRE) and success detection rates."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+
+def radial_errors(
+    predictions: np.ndarray, targets: np.ndarray, pixel_size: Sequence[float] | None = None
+) -> np.ndarray:
+    """Euclidean distances between (..., 2) x,y points; in mm when ``pixel_size`` [x, y] (mm per
+    pixel of the points' image) is given, else in pixels."""
+    delta = np.asarray(predictions, dtype=float) - np.asarray(targets, dtype=float)
+    if pixel_size is not None:
+        delta = delta * np.asarray(pixel_size, dtype=float)
+    return np.sqrt((delta**2).sum(axis=-1))
+
+
+def sdr_column(threshold: float) -> str:
+    """Column name of the success detection rate at ``threshold``: 2.5 -> 'sdr_2.5'."""
+    return f"sdr_{threshold:g}"
+
+
+def summarise_errors(
+    predictions: pd.DataFrame, thresholds: Sequence[float]
+) -> tuple[pd.DataFrame, str]:
+    """One row per method and landmark, plus landmark ``all``, over the annotated predictions.
+
+    Columns: method, landmark, n, mre, std, median, sdr_<t> (percent of errors <= t), unit.
+    Errors are in mm when every annotated prediction has one, else in pixels.
+    Returns the table and its unit ('mm' or 'px').
+    """
+    annotated = predictions[predictions["error_px"].notna()]
+    use_mm = len(annotated) > 0 and annotated["error_mm"].notna().all()
+    unit = "mm" if use_mm else "px"
+    column = "error_mm" if use_mm else "error_px"
+    rows = []
+    for method, by_method in annotated.groupby("method", sort=False):
+        groups = [(lm, g) for lm, g in by_method.groupby("landmark")] + [("all", by_method)]
+        for landmark, group in groups:
+            errors = group[column].to_numpy(dtype=float)
+            row = {
+                "method": method,
+                "landmark": landmark,
+                "n": len(errors),
+                "mre": errors.mean(),
+                "std": errors.std(),
+                "median": float(np.median(errors)),
+            }
+            for t in thresholds:
+                row[sdr_column(t)] = 100.0 * float((errors <= t).mean())
+            row["unit"] = unit
+            rows.append(row)
+    columns = ["method", "landmark", "n", "mre", "std", "median"]
+    columns += [sdr_column(t) for t in thresholds] + ["unit"]
+    return pd.DataFrame(rows, columns=columns), unit

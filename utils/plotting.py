@@ -1,0 +1,45 @@
+"""Figures saved as PNG files (headless: the Agg backend, never a window)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def save_training_curves(metrics: pd.DataFrame, path: Path) -> None:
+    """Training and validation loss (log scale) and validation MRE per epoch."""
+    fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(metrics["epoch"], metrics["train_loss"], label="training")
+    if metrics["val_loss"].notna().any():
+        ax_loss.plot(metrics["epoch"], metrics["val_loss"], label="validation")
+    ax_loss.set_yscale("log")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("loss")
+    ax_loss.legend()
+    if metrics["val_mre_px"].notna().any():
+        ax_err.plot(metrics["epoch"], metrics["val_mre_px"], color="tab:red")
+    ax_err.set_xlabel("epoch")
+    ax_err.set_ylabel("validation MRE (px of the original image)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def save_sample_figure(
+    image: np.ndarray, landmarks: np.ndarray, heatmap: np.ndarray, path: Path
+) -> None:
+    """An (H, W) image with its (K, 2) x,y landmarks and an (H, W) heatmap overlaid."""
+    fig, ax = plt.subplots(figsize=(6, 6 * image.shape[0] / image.shape[1]))
+    ax.imshow(image, cmap="gray")
+    ax.imshow(heatmap, cmap="hot", alpha=0.4)
+    ax.scatter(landmarks[:, 0], landmarks[:, 1], s=12, c="cyan", marker="+")
+    ax.set_axis_off()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
