@@ -20,9 +20,9 @@ _C = CN()
 _C.DATASET = CN()
 _C.DATASET.DATASET_CLASS = "generic"  # key in datasets/dataset_index.py
 _C.DATASET.ROOT = ""  # folder that the JSON's "image" paths are relative to
-_C.DATASET.NAME = ""  # name of the dataset, for logs and results
+_C.DATASET.NAME = ""  # name of the dataset, shown in the log and the results table
 _C.DATASET.SRC_TARGETS = ""  # the JSON file (TRAINER.FOLD = -1) or the folder of fold<N>.json
-_C.DATASET.IMAGE_MODALITY = "CMRI"  # modality, for your records (CMRI, Cephalometric, CT...)
+_C.DATASET.IMAGE_MODALITY = "CMRI"  # modality (CMRI, Cephalometric, CT...), logged at start
 _C.DATASET.LANDMARKS = []  # indices into each sample's coordinate list; [] = all of them
 _C.DATASET.TRAINSET_SIZE = -1  # use only the first N training samples; -1 = all
 _C.DATASET.PIXEL_SIZE = []  # [x, y] mm per pixel for every image; [] = unknown (errors in px)
@@ -103,7 +103,7 @@ _C.INFERENCE.SDR_THRESHOLDS = [2.0, 2.5, 3.0, 4.0]  # success radii: mm if pixel
 
 # ----------------------------------------------------------------------------------------------
 _C.OUTPUT = CN()
-_C.OUTPUT.VERBOSE = True  # also log DEBUG messages to the log file and console
+_C.OUTPUT.VERBOSE = True  # also write DEBUG messages to the log file (console: INFO)
 _C.OUTPUT.OUTPUT_DIR = "output"  # checkpoints, logs, curves and results go here
 _C.OUTPUT.USE_COMETML_LOGGING = False  # log to Comet.ml (not built yet)
 _C.OUTPUT.COMET_API_KEY = None  # Comet.ml API key
@@ -182,6 +182,10 @@ def _coerce_numbers(cfg: CN, overrides: CN, prefix: str = "") -> None:
             overrides[key] = float(value)
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def validate_cfg(cfg: CN) -> None:
     """Raise ConfigError naming the key for any value the framework cannot honour."""
     defaults = _C
@@ -195,14 +199,15 @@ def validate_cfg(cfg: CN) -> None:
         if _get(cfg, key) not in choices:
             raise ConfigError(f"{key} = {_get(cfg, key)!r}; choose one of {list(choices)}")
     input_size = cfg.SAMPLER.INPUT_SIZE
-    if len(input_size) != 2 or any(int(s) != s or s < 8 for s in input_size):
+    if len(input_size) != 2 or not all(_is_number(s) and int(s) == s >= 8 for s in input_size):
         raise ConfigError(f"SAMPLER.INPUT_SIZE = {input_size}; give [height, width], each >= 8")
-    if cfg.DATASET.PIXEL_SIZE and (
-        len(cfg.DATASET.PIXEL_SIZE) != 2 or min(cfg.DATASET.PIXEL_SIZE) <= 0
+    pixel_size = cfg.DATASET.PIXEL_SIZE
+    if pixel_size and (
+        len(pixel_size) != 2 or not all(_is_number(s) and s > 0 for s in pixel_size)
     ):
-        raise ConfigError(f"DATASET.PIXEL_SIZE = {cfg.DATASET.PIXEL_SIZE}; give [x, y] mm > 0")
+        raise ConfigError(f"DATASET.PIXEL_SIZE = {pixel_size}; give [x, y] mm per pixel, > 0")
     for key in ("SOLVER.MAX_EPOCHS", "SOLVER.MINI_BATCH_SIZE", "SOLVER.DATA_LOADER_BATCH_SIZE"):
-        if _get(cfg, key) < 1:
+        if not isinstance(_get(cfg, key), int) or _get(cfg, key) < 1:
             raise ConfigError(f"{key} = {_get(cfg, key)}; it must be at least 1")
     if cfg.SOLVER.NUM_RES_SUPERVISIONS < 1:
         raise ConfigError("SOLVER.NUM_RES_SUPERVISIONS must be at least 1")
@@ -210,7 +215,8 @@ def validate_cfg(cfg: CN) -> None:
         raise ConfigError(f"MODEL.GAUSS_SIGMA = {cfg.MODEL.GAUSS_SIGMA}; it must be > 0")
     if not isinstance(cfg.TRAINER.FOLD, int) or cfg.TRAINER.FOLD < -1:
         raise ConfigError(f"TRAINER.FOLD = {cfg.TRAINER.FOLD!r}; give -1 or a fold number >= 0")
-    if not cfg.INFERENCE.SDR_THRESHOLDS or min(cfg.INFERENCE.SDR_THRESHOLDS) <= 0:
+    thresholds = cfg.INFERENCE.SDR_THRESHOLDS
+    if not thresholds or not all(_is_number(t) and t > 0 for t in thresholds):
         raise ConfigError("INFERENCE.SDR_THRESHOLDS must be a non-empty list of radii > 0")
 
 
@@ -257,5 +263,7 @@ def _merge(merge_fn, overrides, source: str) -> None:
     except KeyError as err:
         message = err.args[0] if err.args else str(err)
         raise ConfigError(f"{source}: unknown config key ({message})") from None
-    except (ValueError, AssertionError) as err:
-        raise ConfigError(f"{source}: {err}") from None
+    except (ValueError, AssertionError, TypeError) as err:
+        lines = str(err).strip().splitlines() or [type(err).__name__]
+        message = lines[0] if len(lines[0]) <= 200 else lines[0][:200] + "..."
+        raise ConfigError(f"{source}: {message}") from None

@@ -83,12 +83,15 @@ def parse_samples(
     root: Path,
     landmarks: list[int],
     attribute_keys: list[str],
+    allow_unannotated: bool = True,
 ) -> list[Sample]:
-    """Check every raw JSON sample and keep the selected landmarks. Errors name the sample."""
+    """Check every raw JSON sample and keep the selected landmarks. Errors name the sample.
+
+    ``allow_unannotated`` False (training, validation) refuses samples without coordinates."""
     samples, seen_ids, n_coords = [], set(), None
     for position, raw in enumerate(raw_samples):
-        if not isinstance(raw, dict) or "id" not in raw or "image" not in raw:
-            raise DataError(f"{json_path}: sample #{position} needs 'id' and 'image'")
+        if not isinstance(raw, dict) or "id" not in raw or not isinstance(raw.get("image"), str):
+            raise DataError(f"{json_path}: sample #{position} needs an 'id' and an 'image' path")
         sample_id = str(raw["id"])
         where = f"{json_path}: sample '{sample_id}'"
         if sample_id in seen_ids:
@@ -108,20 +111,31 @@ def parse_samples(
                 raise DataError(
                     f"{where}: has {len(all_coords)} landmarks, earlier samples have {n_coords}"
                 )
-            if landmarks and max(landmarks) >= len(all_coords):
+            bad = [i for i in landmarks if not 0 <= i < len(all_coords)]
+            if bad:
                 raise DataError(
-                    f"{where}: DATASET.LANDMARKS {landmarks} asks for index {max(landmarks)} but "
-                    f"the sample has {len(all_coords)} landmarks"
+                    f"{where}: DATASET.LANDMARKS {landmarks} asks for index {bad[0]} but the "
+                    f"sample has landmarks 0..{len(all_coords) - 1}"
                 )
             coords = all_coords[landmarks] if landmarks else all_coords
             if not np.isfinite(coords).all():
                 raise DataError(f"{where}: coordinates contain NaN or infinity")
         elif raw.get("has_annotation", True):
-            raise DataError(f"{where}: coordinates are null; set \"has_annotation\": false")
+            raise DataError(f'{where}: coordinates are null; set "has_annotation": false')
+        elif not allow_unannotated:
+            raise DataError(f"{where}: has no annotation; unannotated samples belong in 'testing'")
         pixel_size = raw.get("pixel_size")
         if pixel_size is not None:
-            if len(pixel_size) != 2 or min(pixel_size) <= 0:
-                raise DataError(f"{where}: pixel_size must be [x, y] mm per pixel")
+            valid = (
+                isinstance(pixel_size, list)
+                and len(pixel_size) == 2
+                and all(
+                    isinstance(v, int | float) and not isinstance(v, bool) and v > 0
+                    for v in pixel_size
+                )
+            )
+            if not valid:
+                raise DataError(f"{where}: pixel_size must be [x, y] mm per pixel, both > 0")
             pixel_size = (float(pixel_size[0]), float(pixel_size[1]))
         missing = [key for key in attribute_keys if key not in raw]
         if missing:
@@ -184,8 +198,12 @@ class DatasetBase(Dataset):
             raw = raw[:max_samples]
         self.landmarks = list(landmarks or [])
         self.samples = parse_samples(
-            raw, self.json_path, Path(root), self.landmarks,
+            raw,
+            self.json_path,
+            Path(root),
+            self.landmarks,
             list(self.additional_sample_attribute_keys),
+            allow_unannotated=split == "testing",
         )
         self.num_landmarks = self._count_landmarks(data)
         self._cache: dict[int, tuple[np.ndarray, tuple[int, int], tuple | None]] = {}
@@ -242,7 +260,8 @@ class DatasetBase(Dataset):
             "coords": torch.as_tensor(coords, dtype=torch.float32),
             "visible": torch.as_tensor(visible, dtype=torch.float32),
             "original_size": torch.tensor(original_size, dtype=torch.int64),
-            "pixel_size": torch.tensor(pixel_size if pixel_size else (math.nan, math.nan),
-                                       dtype=torch.float64),
+            "pixel_size": torch.tensor(
+                pixel_size if pixel_size else (math.nan, math.nan), dtype=torch.float64
+            ),
             "index": torch.tensor(index),
         }

@@ -58,8 +58,7 @@ def make_synthetic_dataset(
     root = Path(root)
     (root / "images").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    data = {"name": "synthetic kites", "description": "LaNNU-Net's generated demo data",
-            "fold": -1}
+    data = {"name": "synthetic kites", "description": "LaNNU-Net's generated demo data", "fold": -1}
     number = 0
     for split, count in zip(("training", "validation", "testing"), counts, strict=True):
         samples = []
@@ -69,9 +68,12 @@ def make_synthetic_dataset(
             image, corners = _make_image(rng, height, width)
             name = f"images/kite_{number:04d}.png"
             cv2.imwrite(str(root / name), image)
-            sample = {"id": f"kite_{number:04d}", "image": name,
-                      "coordinates": np.round(corners, 3).tolist(),
-                      "scanner": f"scanner_{number % 3}"}
+            sample = {
+                "id": f"kite_{number:04d}",
+                "image": name,
+                "coordinates": np.round(corners, 3).tolist(),
+                "scanner": f"scanner_{number % 3}",
+            }
             if split == "testing" and i >= count - unannotated_test:
                 sample.update(coordinates=None, has_annotation=False)
             samples.append(sample)

@@ -35,5 +35,6 @@ class DeepSupervisionLoss(nn.Module):
                 f"expected {len(self.weights)} levels, got {len(outputs)} outputs and "
                 f"{len(targets)} targets"
             )
-        return sum(w * self.loss(o, t) for w, o, t in zip(self.weights, outputs, targets,
-                                                          strict=True))
+        return sum(
+            w * self.loss(o, t) for w, o, t in zip(self.weights, outputs, targets, strict=True)
+        )

@@ -19,10 +19,7 @@ def plan_unet_features(
     """
     height, width = int(input_size[0]), int(input_size[1])
     features = [init_features]
-    while (
-        height % 2 == 0 and width % 2 == 0
-        and min(height, width) // 2 >= min_feature_resolution
-    ):
+    while height % 2 == 0 and width % 2 == 0 and min(height, width) // 2 >= min_feature_resolution:
         height, width = height // 2, width // 2
         features.append(min(features[-1] * 2, max_features))
     if len(features) < 2:
@@ -40,8 +37,13 @@ class ConvBlock(nn.Sequential):
         layers = []
         for i in range(2):
             layers += [
-                nn.Conv2d(in_channels if i == 0 else out_channels, out_channels, 3,
-                          stride=stride if i == 0 else 1, padding=1),
+                nn.Conv2d(
+                    in_channels if i == 0 else out_channels,
+                    out_channels,
+                    3,
+                    stride=stride if i == 0 else 1,
+                    padding=1,
+                ),
                 nn.InstanceNorm2d(out_channels, affine=True),
                 nn.LeakyReLU(0.01, inplace=True),
             ]
@@ -75,8 +77,10 @@ class UNet(nn.Module):
             + [ConvBlock(features[i - 1], features[i], stride=2) for i in range(1, len(features))]
         )
         self.upsample = nn.ModuleList(
-            [nn.ConvTranspose2d(features[i + 1], features[i], 2, stride=2)
-             for i in range(len(features) - 1)]
+            [
+                nn.ConvTranspose2d(features[i + 1], features[i], 2, stride=2)
+                for i in range(len(features) - 1)
+            ]
         )
         self.decoder = nn.ModuleList(
             [ConvBlock(2 * features[i], features[i]) for i in range(len(features) - 1)]

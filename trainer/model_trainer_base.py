@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import re
 import sys
 import time
 from abc import ABC, abstractmethod
@@ -29,9 +30,9 @@ from datasets.dataset_base import DatasetBase, resolve_annotation_file
 from inference.predictions import Predictions, prediction_table
 from transforms.dataloader_transforms import build_augmentation
 from transforms.generate_labels import LabelGenerator
-from utils.coordinates import resize_coords
 from utils.checkpoints import CHECKPOINT_SUFFIX, load_checkpoint, save_checkpoint
-from utils.errors import CheckpointError, ConfigError, DataError
+from utils.coordinates import resize_coords
+from utils.errors import CheckpointError, ConfigError, DataError, TrainingError
 from utils.metrics import summarise_errors
 from utils.plotting import save_training_curves
 from utils.results import format_summary, unique_results_dir, write_results
@@ -46,7 +47,9 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"TRAINER.DEVICE {name!r} is not a device; use auto, cpu or cuda") from None
+        raise ConfigError(
+            f"TRAINER.DEVICE {name!r} is not a device; use auto, cpu or cuda"
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"TRAINER.DEVICE {name!r}, but CUDA is not available on this machine")
     return device
@@ -108,6 +111,7 @@ class ModelTrainerBase(ABC):
         self.evaluation_mode = cfg.INFERENCE.EVALUATION_MODE
         self.sdr_thresholds = list(cfg.INFERENCE.SDR_THRESHOLDS)
         self.results_append = cfg.OUTPUT.RESULTS_CSV_APPEND or ""
+        self.dataset_name = cfg.DATASET.NAME
 
         self.network: torch.nn.Module | None = None
         self.label_generator: LabelGenerator | None = None
@@ -163,15 +167,25 @@ class ModelTrainerBase(ABC):
         self.initialize_optimizer_and_scheduler()
         self.initialize_loss_function()
         n_params = sum(p.numel() for p in self.network.parameters())
-        logger.info("%s: %d landmarks, %.2f M parameters, device %s%s",
-                    type(self.network).__name__, num_landmarks, n_params / 1e6, self.device,
-                    ", mixed precision" if self.use_amp else "")
+        logger.info(
+            "%s: %d landmarks, %.2f M parameters, device %s%s",
+            type(self.network).__name__,
+            num_landmarks,
+            n_params / 1e6,
+            self.device,
+            ", mixed precision" if self.use_amp else "",
+        )
 
     def build_optimizer(self, parameters) -> torch.optim.Optimizer:
         """The optimizer named by SOLVER.OPTIMIZER at SOLVER.BASE_LR."""
         if self.optimizer_name == "sgd":
-            return torch.optim.SGD(parameters, lr=self.base_lr, momentum=0.99, nesterov=True,
-                                   weight_decay=self.weight_decay)
+            return torch.optim.SGD(
+                parameters,
+                lr=self.base_lr,
+                momentum=0.99,
+                nesterov=True,
+                weight_decay=self.weight_decay,
+            )
         optimizer_class = torch.optim.AdamW if self.optimizer_name == "adamw" else torch.optim.Adam
         return optimizer_class(parameters, lr=self.base_lr, weight_decay=self.weight_decay)
 
@@ -201,10 +215,18 @@ class ModelTrainerBase(ABC):
         sampler = None
         if shuffle:
             self.sampler_generator = torch.Generator()
-            sampler = RandomSampler(dataset, num_samples=self.batches_per_epoch * self.batch_size,
-                                    generator=self.sampler_generator)
-        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler,
-                          num_workers=self.num_workers, pin_memory=self.device.type == "cuda")
+            sampler = RandomSampler(
+                dataset,
+                num_samples=self.batches_per_epoch * self.batch_size,
+                generator=self.sampler_generator,
+            )
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            pin_memory=self.device.type == "cuda",
+        )
 
     # ------------------------------------------------------------------ training
     def learning_rate(self, epoch: int) -> float:
@@ -229,7 +251,8 @@ class ModelTrainerBase(ABC):
 
     def make_targets(self, batch: dict[str, torch.Tensor]):
         return self.label_generator.generate_labels(
-            batch["coords"].to(self.device), batch["visible"].to(self.device), self.input_size)
+            batch["coords"].to(self.device), batch["visible"].to(self.device), self.input_size
+        )
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> float:
         """One optimisation step on a batch; returns its loss."""
@@ -240,9 +263,10 @@ class ModelTrainerBase(ABC):
             outputs = self.network(images)
             loss = self.loss(outputs, targets)
         if not torch.isfinite(loss):
-            raise FloatingPointError(
+            raise TrainingError(
                 f"training loss became {loss.item()} at epoch {self.epoch + 1}; lower "
-                "SOLVER.BASE_LR or set SOLVER.AUTO_MIXED_PRECISION False")
+                "SOLVER.BASE_LR or set SOLVER.AUTO_MIXED_PRECISION False"
+            )
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -276,18 +300,27 @@ class ModelTrainerBase(ABC):
             raise DataError(f"{train_set.json_path}: the training list is empty")
         val_set = self.make_dataset("validation") if self.perform_validation else None
         if val_set is not None and len(val_set) == 0:
-            raise DataError(f"{val_set.json_path}: the validation list is empty; add samples or "
-                            "set TRAINER.PERFORM_VALIDATION False")
+            raise DataError(
+                f"{val_set.json_path}: the validation list is empty; add samples or "
+                "set TRAINER.PERFORM_VALIDATION False"
+            )
         if self.network is None:
             self.initialize(train_set.num_landmarks)
         elif train_set.num_landmarks != self.num_landmarks:
-            raise DataError(f"{train_set.json_path}: {train_set.num_landmarks} landmarks, the "
-                            f"checkpoint has {self.num_landmarks}")
+            raise DataError(
+                f"{train_set.json_path}: {train_set.num_landmarks} landmarks, the "
+                f"checkpoint has {self.num_landmarks}"
+            )
         train_loader = self.make_loader(train_set, shuffle=True)
         val_loader = self.make_loader(val_set, shuffle=False) if val_set else None
-        logger.info("training on %d images, validating on %d; %d epochs of %d batches of %d",
-                    len(train_set), len(val_set) if val_set else 0, self.max_epochs,
-                    self.batches_per_epoch, self.batch_size)
+        logger.info(
+            "training on %d images, validating on %d; %d epochs of %d batches of %d",
+            len(train_set),
+            len(val_set) if val_set else 0,
+            self.max_epochs,
+            self.batches_per_epoch,
+            self.batch_size,
+        )
         if self.sampler_debug:
             self.save_debug_samples(train_loader)
         self.network.train()
@@ -299,25 +332,44 @@ class ModelTrainerBase(ABC):
             lr = self.maybe_update_lr(epoch)
             start = time.perf_counter()
             losses = []
-            bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{self.max_epochs}", leave=False,
-                       disable=None, mininterval=0.5 if interactive else 30)
+            bar = tqdm(
+                train_loader,
+                desc=f"epoch {epoch + 1}/{self.max_epochs}",
+                leave=False,
+                disable=None,
+                mininterval=0.5 if interactive else 30,
+            )
             for batch in bar:
                 losses.append(self.train_step(batch))
                 bar.set_postfix(loss=f"{losses[-1]:.4g}")
             train_seconds = time.perf_counter() - start
             val_loss, val_mre = self.validate(val_loader) if val_loader else (math.nan, math.nan)
             self.epoch = epoch + 1
-            stop = self.on_epoch_end(float(np.mean(losses)), val_loss, val_mre, lr,
-                                     train_seconds, time.perf_counter() - start)
+            stop = self.on_epoch_end(
+                float(np.mean(losses)),
+                val_loss,
+                val_mre,
+                lr,
+                train_seconds,
+                time.perf_counter() - start,
+            )
             if stop:
                 break
 
     def on_epoch_end(self, train_loss, val_loss, val_mre, lr, train_seconds, seconds) -> bool:
         """Record the epoch, save checkpoints; True when early stopping says stop."""
         samples = self.batches_per_epoch * self.batch_size
-        self.history.append({"epoch": self.epoch, "train_loss": train_loss, "val_loss": val_loss,
-                             "val_mre_px": val_mre, "lr": lr, "seconds": seconds,
-                             "samples_per_s": samples / train_seconds})
+        self.history.append(
+            {
+                "epoch": self.epoch,
+                "train_loss": train_loss,
+                "val_loss": val_loss,
+                "val_mre_px": val_mre,
+                "lr": lr,
+                "seconds": seconds,
+                "samples_per_s": samples / train_seconds,
+            }
+        )
         metric = val_mre if self.perform_validation else train_loss
         improved = metric < self.best_metric
         if improved:
@@ -325,9 +377,19 @@ class ModelTrainerBase(ABC):
             self.epochs_without_improvement = 0
         else:
             self.epochs_without_improvement += 1
-        logger.info("epoch %d/%d: train loss %.4g, val loss %.4g, val MRE %.2f px%s, lr %.2e, "
-                    "%.1f s (%.1f samples/s)", self.epoch, self.max_epochs, train_loss, val_loss,
-                    val_mre, " (best)" if improved else "", lr, seconds, samples / train_seconds)
+        logger.info(
+            "epoch %d/%d: train loss %.4g, val loss %.4g, val MRE %.2f px%s, lr %.2e, "
+            "%.1f s (%.1f samples/s)",
+            self.epoch,
+            self.max_epochs,
+            train_loss,
+            val_loss,
+            val_mre,
+            " (best)" if improved else "",
+            lr,
+            seconds,
+            samples / train_seconds,
+        )
         self.save_checkpoint(self.checkpoint_path("latest"))
         if improved:
             self.save_checkpoint(self.checkpoint_path("best"))
@@ -337,8 +399,12 @@ class ModelTrainerBase(ABC):
         metrics.to_csv(self.output_dir / "metrics.csv", index=False)
         save_training_curves(metrics, self.output_dir / "training_curves.png")
         if self.epochs_without_improvement >= self.early_stop_patience:
-            logger.info("early stopping: no better validation error for %d epochs (best %.2f at "
-                        "epoch %d)", self.early_stop_patience, self.best_metric, self.best_epoch)
+            logger.info(
+                "early stopping: no better validation error for %d epochs (best %.2f at epoch %d)",
+                self.early_stop_patience,
+                self.best_metric,
+                self.best_epoch,
+            )
             return True
         return False
 
@@ -350,49 +416,70 @@ class ModelTrainerBase(ABC):
         labels = self.make_targets(batch)
         for row in range(min(count, len(batch["image"]))):
             self.label_generator.debug_sample(
-                batch["image"][row, 0].numpy(), batch["coords"][row].numpy(),
+                batch["image"][row, 0].numpy(),
+                batch["coords"][row].numpy(),
                 [level[row].float().cpu().numpy() for level in labels],
-                folder / f"training_sample_{row}.png")
-        logger.info("saved %d augmented training samples with their targets to %s",
-                    min(count, len(batch["image"])), folder)
+                folder / f"training_sample_{row}.png",
+            )
+        logger.info(
+            "saved %d augmented training samples with their targets to %s",
+            min(count, len(batch["image"])),
+            folder,
+        )
 
     # ------------------------------------------------------------------ checkpoints
+    def own_checkpoints(self) -> list[Path]:
+        """This fold's checkpoints in OUTPUT_DIR (best, latest, ep<N>), sorted by name."""
+        fold_tag = f"_fold{self.fold}" if self.fold >= 0 else ""
+        pattern = re.compile(rf"model_(best|latest|ep\d+){fold_tag}{re.escape(CHECKPOINT_SUFFIX)}")
+        return sorted(
+            p for p in self.output_dir.glob(f"*{CHECKPOINT_SUFFIX}") if pattern.fullmatch(p.name)
+        )
+
     def checkpoint_path(self, kind: str) -> Path:
         """``model_<kind>[_fold<N>].model`` in OUTPUT_DIR (kind: best, latest, ep<N>)."""
         fold_tag = f"_fold{self.fold}" if self.fold >= 0 else ""
         return self.output_dir / f"model_{kind}{fold_tag}{CHECKPOINT_SUFFIX}"
 
     def save_checkpoint(self, path: Path) -> None:
-        save_checkpoint({
-            "config": self.cfg.dump(),
-            "architecture": self.cfg.MODEL.ARCHITECTURE,
-            "num_landmarks": self.num_landmarks,
-            "epoch": self.epoch,
-            "network": self.network.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "best_metric": self.best_metric,
-            "best_epoch": self.best_epoch,
-            "epochs_without_improvement": self.epochs_without_improvement,
-            "history": self.history,
-        }, path)
+        save_checkpoint(
+            {
+                "config": self.cfg.dump(),
+                "architecture": self.cfg.MODEL.ARCHITECTURE,
+                "num_landmarks": self.num_landmarks,
+                "epoch": self.epoch,
+                "network": self.network.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "best_metric": self.best_metric,
+                "best_epoch": self.best_epoch,
+                "epochs_without_improvement": self.epochs_without_improvement,
+                "history": self.history,
+            },
+            path,
+        )
 
     def load_checkpoint(self, path: str | Path, resume_training: bool) -> None:
         """Load network weights (and, to resume, optimizer, scaler, epoch and history)."""
         state = load_checkpoint(path, map_location=self.device)
         if state.get("architecture") != self.cfg.MODEL.ARCHITECTURE:
-            raise CheckpointError(f"{path}: trained as {state.get('architecture')!r}, but "
-                                  f"MODEL.ARCHITECTURE is {self.cfg.MODEL.ARCHITECTURE!r}")
+            raise CheckpointError(
+                f"{path}: trained as {state.get('architecture')!r}, but "
+                f"MODEL.ARCHITECTURE is {self.cfg.MODEL.ARCHITECTURE!r}"
+            )
         if self.network is None:
             self.initialize(int(state["num_landmarks"]))
         elif state["num_landmarks"] != self.num_landmarks:
-            raise CheckpointError(f"{path}: {state['num_landmarks']} landmarks, expected "
-                                  f"{self.num_landmarks}")
+            raise CheckpointError(
+                f"{path}: {state['num_landmarks']} landmarks, expected {self.num_landmarks}"
+            )
         try:
             self.network.load_state_dict(state["network"])
         except RuntimeError as err:
-            raise CheckpointError(f"{path}: does not fit the network this config builds "
-                                  f"({str(err).splitlines()[1].strip()})") from None
+            raise CheckpointError(
+                f"{path}: does not fit the network this config builds "
+                f"({str(err).splitlines()[1].strip()})"
+            ) from None
         if resume_training:
             self.optimizer.load_state_dict(state["optimizer"])
             self.scaler.load_state_dict(state["scaler"])
@@ -409,8 +496,9 @@ class ModelTrainerBase(ABC):
         """Predictions for every sample of ``dataset``, in the space of EVALUATION_MODE."""
         self.network.eval()
         parts: dict[str, list[np.ndarray]] = {key: [] for key in Predictions.__dataclass_fields__}
-        for batch in tqdm(self.make_loader(dataset, shuffle=False), desc="predicting",
-                          leave=False, disable=None):
+        for batch in tqdm(
+            self.make_loader(dataset, shuffle=False), desc="predicting", leave=False, disable=None
+        ):
             with self.autocast():
                 outputs = self.network(batch["image"].to(self.device))
             coords, uncertainty = self.get_coords_from_heatmap(outputs, batch["original_size"])
@@ -427,14 +515,25 @@ class ModelTrainerBase(ABC):
         dataset = dataset or self.make_dataset("testing")
         if len(dataset) == 0:
             raise DataError(f"{dataset.json_path}: the testing list is empty")
-        table = prediction_table(dataset, self.predict(dataset), method="smha",
-                                 evaluation_mode=self.evaluation_mode,
-                                 input_size=self.input_size)
+        table = prediction_table(
+            dataset,
+            self.predict(dataset),
+            method="smha",
+            evaluation_mode=self.evaluation_mode,
+            input_size=self.input_size,
+        )
         summary, _ = summarise_errors(table, self.sdr_thresholds)
-        folder = unique_results_dir(self.output_dir / "results",
-                                    f"{checkpoint.stem}{self.results_append}")
+        folder = unique_results_dir(
+            self.output_dir / "results", f"{checkpoint.stem}{self.results_append}"
+        )
         write_results(table, summary, folder)
-        logger.info("%s\nresults written to %s",
-                    format_summary(summary, f"{checkpoint.name} on {len(dataset)} test images"),
-                    folder)
+        logger.info(
+            "%s\nresults written to %s",
+            format_summary(
+                summary,
+                f"{self.dataset_name or dataset.json_path.name}: "
+                f"{checkpoint.name} on {len(dataset)} test images",
+            ),
+            folder,
+        )
         return folder

@@ -17,8 +17,10 @@ def get_trainer_class(architecture: str) -> type[ModelTrainerBase]:
     if architecture in MODEL_TRAINER_INDEX:
         return MODEL_TRAINER_INDEX[architecture]
     if architecture in NOT_BUILT_YET:
-        raise ConfigError(f"MODEL.ARCHITECTURE {architecture!r} is not implemented yet; "
-                          f"available: {sorted(MODEL_TRAINER_INDEX)}")
+        raise ConfigError(
+            f"MODEL.ARCHITECTURE {architecture!r} is not implemented yet; "
+            f"available: {sorted(MODEL_TRAINER_INDEX)}"
+        )
     raise ConfigError(
         f"Unknown MODEL.ARCHITECTURE {architecture!r}; available: {sorted(MODEL_TRAINER_INDEX)} "
         "(register new ones in trainer/model_trainer_index.py)"

@@ -24,26 +24,38 @@ class ModelTrainerUNet(ModelTrainerBase):
         self.init_features = int(cfg.MODEL.UNET.INIT_FEATURES)
         self.max_features = int(cfg.MODEL.UNET.MAX_FEATURES)
         self.supervised_levels = (
-            int(cfg.SOLVER.NUM_RES_SUPERVISIONS) if cfg.SOLVER.DEEP_SUPERVISION else 1)
+            int(cfg.SOLVER.NUM_RES_SUPERVISIONS) if cfg.SOLVER.DEEP_SUPERVISION else 1
+        )
         self.sigma = float(cfg.MODEL.GAUSS_SIGMA)
         self.lambda_scale = float(cfg.MODEL.HM_LAMBDA_SCALE)
 
     def initialize_network(self) -> None:
         try:
-            features = plan_unet_features(self.input_size, self.min_feature_resolution,
-                                          self.init_features, self.max_features)
+            features = plan_unet_features(
+                self.input_size, self.min_feature_resolution, self.init_features, self.max_features
+            )
         except ValueError as err:
             raise ConfigError(f"SAMPLER.INPUT_SIZE: {err}") from None
         requested = self.supervised_levels
         num_outputs = min(requested, len(features) - 1)
         if num_outputs < requested:
-            logger.warning("SOLVER.NUM_RES_SUPERVISIONS %d > the %d decoder levels of this U-Net; "
-                           "supervising all %d", requested, len(features) - 1, num_outputs)
+            logger.warning(
+                "SOLVER.NUM_RES_SUPERVISIONS %d > the %d decoder levels of this U-Net; "
+                "supervising all %d",
+                requested,
+                len(features) - 1,
+                num_outputs,
+            )
         self.network = UNet(1, self.num_landmarks, features, num_outputs)
         smallest = [s // 2 ** (len(features) - 1) for s in self.input_size]
-        logger.info("U-Net plan: %d levels (input %s down to %s), features %s, %d supervised "
-                    "outputs", len(features), list(self.input_size), smallest, features,
-                    num_outputs)
+        logger.info(
+            "U-Net plan: %d levels (input %s down to %s), features %s, %d supervised outputs",
+            len(features),
+            list(self.input_size),
+            smallest,
+            features,
+            num_outputs,
+        )
 
     def initialize_label_generator(self) -> None:
         self.label_generator = self.label_generator_class(
@@ -59,8 +71,10 @@ class ModelTrainerUNet(ModelTrainerBase):
 
     def get_coords_from_heatmap(self, output, original_sizes):
         finest = output[0]
-        decoded = [heatmap_to_coords(finest[b], original_sizes[b].tolist(), self.evaluation_mode)
-                   for b in range(finest.shape[0])]
+        decoded = [
+            heatmap_to_coords(finest[b], original_sizes[b].tolist(), self.evaluation_mode)
+            for b in range(finest.shape[0])
+        ]
         coords = torch.stack([c for c, _ in decoded])
         max_activation = torch.stack([m for _, m in decoded])
         return coords, max_activation

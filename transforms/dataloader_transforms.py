@@ -22,8 +22,13 @@ _AFFINE_COMPLEX = dict(scale=(0.8, 1.2), translate=(-0.07, 0.07), rotate=(-45, 4
 # Elastic strength as (largest displacement, smoothness), both as fractions of the image side.
 _ELASTIC = {"AffineComplexElastic": (0.02, 0.05), "AffineComplexElasticLight": (0.01, 0.05)}
 
-SCHEMES = (None, "AffineSimple", "AffineComplex", "AffineComplexElastic",
-           "AffineComplexElasticLight")
+SCHEMES = (
+    None,
+    "AffineSimple",
+    "AffineComplex",
+    "AffineComplexElastic",
+    "AffineComplexElasticLight",
+)
 
 
 def _scheme_parts(scheme: str) -> tuple[dict, tuple[float, float] | None]:
@@ -54,13 +59,20 @@ class ElasticDeformation:
         sigma = max(self.smoothness * side, 1.0)
         fields = []
         for _ in range(2):
-            noise = cv2.GaussianBlur(rng.uniform(-1, 1, (height, width)).astype(np.float32),
-                                     (0, 0), sigma)
+            noise = cv2.GaussianBlur(
+                rng.uniform(-1, 1, (height, width)).astype(np.float32), (0, 0), sigma
+            )
             fields.append(noise * (self.max_displacement * side / (np.abs(noise).max() + 1e-8)))
         dx, dy = fields
         grid_y, grid_x = np.mgrid[0:height, 0:width].astype(np.float32)
-        warped = cv2.remap(image, grid_x + dx, grid_y + dy, cv2.INTER_LINEAR,
-                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        warped = cv2.remap(
+            image,
+            grid_x + dx,
+            grid_y + dy,
+            cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=0,
+        )
         moved = np.array(coords, dtype=np.float64)
         finite = np.isfinite(moved).all(axis=1)
         target = moved[finite]
@@ -136,11 +148,18 @@ class ImgaugAugmentation:
             ) from None
         affine, elastic = _scheme_parts(scheme)
         steps = [
-            iaa.Sometimes(0.5, iaa.Affine(
-                scale=affine["scale"],
-                translate_percent={"x": affine["translate"], "y": affine["translate"]},
-                rotate=affine["rotate"], shear=affine["shear"], order=1, mode="constant", cval=0,
-            )),
+            iaa.Sometimes(
+                0.5,
+                iaa.Affine(
+                    scale=affine["scale"],
+                    translate_percent={"x": affine["translate"], "y": affine["translate"]},
+                    rotate=affine["rotate"],
+                    shear=affine["shear"],
+                    order=1,
+                    mode="constant",
+                    cval=0,
+                ),
+            ),
             iaa.Flipud(0.5),
         ]
         self.elastic = ElasticDeformation(*elastic) if elastic else None

@@ -33,6 +33,8 @@ def resize_coords(coords: ArrayLike, from_size: Sequence[int], to_size: Sequence
     same points in pixels of that image resized to ``to_size`` (H, W)."""
     sx, sy = scale_factors(from_size, to_size)
     if isinstance(coords, torch.Tensor):
+        if not coords.is_floating_point():
+            coords = coords.double()
         scale = torch.tensor([sx, sy], dtype=coords.dtype, device=coords.device)
     else:
         coords = np.asarray(coords, dtype=np.float64)
@@ -70,5 +72,6 @@ def resize_image(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
 
 def resize_heatmaps(heatmaps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Bicubic, centre-aligned resize of ``(B, K, H, W)`` heatmaps to ``size`` (h, w)."""
-    return F.interpolate(heatmaps, size=tuple(int(s) for s in size), mode="bicubic",
-                         align_corners=False)
+    return F.interpolate(
+        heatmaps, size=tuple(int(s) for s in size), mode="bicubic", align_corners=False
+    )

@@ -15,3 +15,7 @@ class DataError(LannuError):
 
 class CheckpointError(LannuError):
     """A checkpoint that is missing, corrupt or does not fit the configuration."""
+
+
+class TrainingError(LannuError):
+    """Training cannot go on (e.g. the loss became NaN)."""

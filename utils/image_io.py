@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from utils.errors import DataError
 
@@ -93,8 +93,10 @@ def read_image(path: str | Path) -> LoadedImage:
             raise DataError(
                 f"{path}: unsupported image format '{suffix}'; use PNG, JPEG, TIFF, NPZ or DICOM"
             )
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise DataError(f"{path}: cannot decode image ({err})") from None
+    except DataError:
+        raise
+    except Exception as err:  # PIL, zipfile and pydicom raise many types for a damaged file
+        raise DataError(f"{path}: cannot decode image ({type(err).__name__}: {err})") from None
     if loaded.pixels.ndim != 2 or min(loaded.pixels.shape) < 2:
         raise DataError(f"{path}: expected a 2D image, got shape {loaded.pixels.shape}")
     if not np.isfinite(loaded.pixels).all():

@@ -9,8 +9,18 @@ import pandas as pd
 
 logger = logging.getLogger(__name__)
 
-PREDICTION_COLUMNS = ["id", "landmark", "method", "pred_x", "pred_y", "uncertainty",
-                      "target_x", "target_y", "error_px", "error_mm"]
+PREDICTION_COLUMNS = [
+    "id",
+    "landmark",
+    "method",
+    "pred_x",
+    "pred_y",
+    "uncertainty",
+    "target_x",
+    "target_y",
+    "error_px",
+    "error_mm",
+]
 
 
 def unique_results_dir(results_root: Path, name: str) -> Path:
@@ -41,10 +51,13 @@ def format_summary(summary: pd.DataFrame, title: str) -> str:
         return f"{title}: no annotated test samples, so no errors to summarise"
     overall = summary[summary["landmark"] == "all"].drop(columns=["landmark"])
     unit = summary["unit"].iloc[0]
-    lines = [f"{title} (errors in {unit}; sdr_t = % within t {unit})",
-             overall.to_string(index=False, float_format=lambda v: f"{v:.2f}")]
+    lines = [
+        f"{title} (errors in {unit}; sdr_t = % within t {unit})",
+        overall.to_string(index=False, float_format=lambda v: f"{v:.2f}"),
+    ]
     per_landmark = summary[summary["landmark"] != "all"].pivot(
-        index="landmark", columns="method", values="mre")
+        index="landmark", columns="method", values="mre"
+    )
     lines.append("MRE per landmark:")
     lines.append(per_landmark.to_string(float_format=lambda v: f"{v:.2f}"))
     return "\n".join(lines)

@@ -1,0 +1,140 @@
+"""Tests of transforms/generate_labels.py: Gaussian heatmap targets for every U-Net level."""
+
+import math
+
+import pytest
+import torch
+
+from transforms.generate_labels import LabelGenerator, UNetLabelGenerator, gaussian_heatmaps
+from transforms.label_generator_index import get_label_generator_class
+from utils.errors import ConfigError
+
+SIZE = (32, 48)  # H, W of the model input
+
+
+def batch(coords, visible=None):
+    landmarks = torch.tensor(coords, dtype=torch.float32)
+    if visible is None:
+        visible = torch.ones(landmarks.shape[:2])
+    return landmarks, torch.as_tensor(visible, dtype=torch.float32)
+
+
+def test_level_sizes_non_square():
+    generator = UNetLabelGenerator(sigma=2.0, num_levels=4, lambda_scale=100.0)
+    landmarks, visible = batch([[[10.0, 20.0], [3.0, 4.0], [40.0, 5.0]]] * 2)
+    labels = generator.generate_labels(landmarks, visible, SIZE)
+    assert [tuple(level.shape) for level in labels] == [
+        (2, 3, 32, 48),
+        (2, 3, 16, 24),
+        (2, 3, 8, 12),
+        (2, 3, 4, 6),
+    ]
+
+
+def test_peak_is_lambda_at_integer_landmark():
+    generator = UNetLabelGenerator(sigma=2.0, num_levels=1, lambda_scale=37.5)
+    landmarks, visible = batch([[[10.0, 20.0], [47.0, 0.0]]])
+    heatmap = generator.generate_labels(landmarks, visible, SIZE)[0]
+    assert heatmap[0, 0, 20, 10].item() == 37.5  # heatmap[b, k, y, x]
+    assert heatmap[0, 0].max().item() == 37.5
+    assert heatmap[0, 1, 0, 47].item() == 37.5
+    # one pixel away: lambda * exp(-1 / (2 sigma^2))
+    expected = 37.5 * math.exp(-1 / 8)
+    assert heatmap[0, 0, 20, 11].item() == pytest.approx(expected, rel=1e-6)
+    assert heatmap[0, 0, 21, 10].item() == pytest.approx(expected, rel=1e-6)
+    assert heatmap[0, 0, 20, 12].item() == pytest.approx(37.5 * math.exp(-4 / 8), rel=1e-6)
+    assert heatmap.min().item() >= 0.0
+
+
+def test_sub_pixel_landmark_not_rounded():
+    generator = UNetLabelGenerator(sigma=1.5, num_levels=1, lambda_scale=100.0)
+    # half-way between columns 10 and 11, a quarter below row 20
+    landmarks, visible = batch([[[10.5, 20.25]]])
+    heatmap = generator.generate_labels(landmarks, visible, SIZE)[0][0, 0]
+    assert heatmap[20, 10].item() == pytest.approx(heatmap[20, 11].item(), rel=1e-6)
+    assert heatmap[20, 9].item() == pytest.approx(heatmap[20, 12].item(), rel=1e-6)
+    assert heatmap[20, 10].item() < 100.0
+    expected = 100 * math.exp(-(0.5**2 + 0.25**2) / (2 * 1.5**2))
+    assert heatmap[20, 10].item() == pytest.approx(expected, rel=1e-6)
+    # row 20 is closer than row 21
+    assert heatmap[20, 10].item() > heatmap[21, 10].item()
+    assert heatmap[21, 10].item() == pytest.approx(
+        100 * math.exp(-(0.5**2 + 0.75**2) / (2 * 1.5**2)), rel=1e-6
+    )
+
+
+def test_coarser_levels_follow_resize_coords():
+    generator = UNetLabelGenerator(sigma=4.0, num_levels=3, lambda_scale=100.0)
+    # input (x, y) = (9.5, 17.5) -> level 1: (4.5, 8.5) -> level 2: (2.0, 4.0), a pixel centre
+    landmarks, visible = batch([[[9.5, 17.5]]])
+    labels = generator.generate_labels(landmarks, visible, SIZE)
+    level2 = labels[2][0, 0]
+    assert level2[4, 2].item() == pytest.approx(100.0)
+    # level 2 has sigma 1: one pixel away is 100 * exp(-1/2)
+    assert level2[4, 3].item() == pytest.approx(100 * math.exp(-0.5), rel=1e-5)
+    level1 = labels[1][0, 0]
+    assert level1[8, 4].item() == pytest.approx(level1[9, 5].item(), rel=1e-5)
+    assert level1[8, 4].item() == pytest.approx(100 * math.exp(-0.5 / 8), rel=1e-5)
+
+
+def test_invisible_landmark_gives_zero_heatmap():
+    generator = UNetLabelGenerator(sigma=2.0, num_levels=2)
+    landmarks, visible = batch([[[10.0, 20.0], [30.0, 5.0]]], [[1.0, 0.0]])
+    labels = generator.generate_labels(landmarks, visible, SIZE)
+    for level in labels:
+        assert level[0, 0].max().item() > 0
+        assert torch.count_nonzero(level[0, 1]) == 0
+
+
+def test_nan_landmark_gives_zeros_not_nan():
+    generator = UNetLabelGenerator(sigma=2.0, num_levels=3)
+    landmarks, visible = batch([[[float("nan"), float("nan")], [12.0, 6.0]]], [[0.0, 1.0]])
+    labels = generator.generate_labels(landmarks, visible, SIZE)
+    for level in labels:
+        assert torch.isfinite(level).all()
+        assert torch.count_nonzero(level[0, 0]) == 0
+    assert labels[0][0, 1, 6, 12].item() == pytest.approx(100.0)
+
+
+def test_x_y_corner_patch_shifts():
+    generator = UNetLabelGenerator(sigma=2.0, num_levels=1, lambda_scale=10.0)
+    landmarks, visible = batch([[[30.0, 25.0]], [[30.0, 25.0]]])
+    corner = torch.tensor([[20.0, 5.0], [0.0, 0.0]])
+    heatmaps = generator.generate_labels(landmarks, visible, SIZE, x_y_corner_patch=corner)[0]
+    assert heatmaps[0, 0, 20, 10].item() == 10.0  # (30 - 20, 25 - 5)
+    assert heatmaps[1, 0, 25, 30].item() == 10.0
+    unshifted = generator.generate_labels(landmarks, visible, SIZE)[0]
+    torch.testing.assert_close(heatmaps[1], unshifted[1])
+
+
+def test_gaussian_heatmaps_formula():
+    centres = torch.tensor([[[2.0, 1.0]]])
+    heatmap = gaussian_heatmaps(centres, sigma=1.0, size=(3, 5), amplitude=2.0)
+    assert heatmap.shape == (1, 1, 3, 5)
+    yy, xx = torch.meshgrid(torch.arange(3.0), torch.arange(5.0), indexing="ij")
+    expected = 2.0 * torch.exp(-((xx - 2.0) ** 2 + (yy - 1.0) ** 2) / 2.0)
+    torch.testing.assert_close(heatmap[0, 0], expected)
+
+
+def test_integer_landmarks_accepted():
+    generator = UNetLabelGenerator(sigma=2.0, num_levels=1)
+    labels = generator.generate_labels(torch.tensor([[[10, 20]]]), torch.tensor([[1]]), SIZE)
+    assert labels[0].dtype == torch.float32
+    assert labels[0][0, 0, 20, 10].item() == 100.0
+
+
+def test_stitch_heatmap_not_implemented():
+    generator = UNetLabelGenerator(sigma=2.0, num_levels=1)
+    with pytest.raises(NotImplementedError, match="not implemented yet"):
+        generator.stitch_heatmap()
+
+
+def test_label_generator_is_abstract():
+    with pytest.raises(TypeError):
+        LabelGenerator()
+
+
+def test_label_generator_index():
+    assert get_label_generator_class("U-Net") is UNetLabelGenerator
+    with pytest.raises(ConfigError, match="'U-Net'"):
+        get_label_generator_class("PHD-Net")
