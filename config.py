@@ -209,6 +209,10 @@ def validate_cfg(cfg: CN) -> None:
     for key in ("SOLVER.MAX_EPOCHS", "SOLVER.MINI_BATCH_SIZE", "SOLVER.DATA_LOADER_BATCH_SIZE"):
         if not isinstance(_get(cfg, key), int) or _get(cfg, key) < 1:
             raise ConfigError(f"{key} = {_get(cfg, key)}; it must be at least 1")
+    if cfg.TRAINER.EARLY_STOP_PATIENCE < 1:
+        raise ConfigError("TRAINER.EARLY_STOP_PATIENCE must be at least 1 (epochs)")
+    if cfg.SOLVER.WARMUP_EPOCHS < 0:
+        raise ConfigError("SOLVER.WARMUP_EPOCHS must be 0 or more")
     if cfg.SOLVER.NUM_RES_SUPERVISIONS < 1:
         raise ConfigError("SOLVER.NUM_RES_SUPERVISIONS must be at least 1")
     if cfg.MODEL.GAUSS_SIGMA <= 0:

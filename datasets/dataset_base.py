@@ -208,7 +208,9 @@ class DatasetBase(Dataset):
         self.num_landmarks = self._count_landmarks(data)
         self._cache: dict[int, tuple[np.ndarray, tuple[int, int], tuple | None]] = {}
         if cache_data and self.samples:
-            for index in tqdm(range(len(self.samples)), desc=f"caching {split}", leave=False):
+            for index in tqdm(
+                range(len(self.samples)), desc=f"caching {split}", leave=False, disable=None
+            ):
                 self._cache[index] = self._load(index)
 
     def _count_landmarks(self, data: dict) -> int:

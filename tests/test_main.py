@@ -1,0 +1,263 @@
+"""End-to-end runs of main.py on synthetic data: train, test, resume, and one-line errors."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+import main
+from datasets.dataset_base import parse_samples, read_dataset_json
+from datasets.synthetic import make_synthetic_dataset
+from inference.baselines import mean_position_predictions
+from utils.metrics import radial_errors
+from utils.results import PREDICTION_COLUMNS
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_CFG = str(REPO / "configs" / "examples" / "demo.yaml")
+
+
+def tiny_opts(data: Path, output: Path, epochs: int = 2) -> list[str]:
+    """Overrides that make the demo config train in a second or two."""
+    return [
+        "DATASET.ROOT",
+        str(data),
+        "DATASET.SRC_TARGETS",
+        str(data / "demo.json"),
+        "OUTPUT.OUTPUT_DIR",
+        str(output),
+        "SAMPLER.INPUT_SIZE",
+        "[32, 40]",
+        "MODEL.UNET.INIT_FEATURES",
+        "4",
+        "MODEL.UNET.MAX_FEATURES",
+        "8",
+        "SOLVER.MAX_EPOCHS",
+        str(epochs),
+        "SOLVER.MINI_BATCH_SIZE",
+        "2",
+        "SOLVER.DATA_LOADER_BATCH_SIZE",
+        "4",
+        "SOLVER.NUM_RES_SUPERVISIONS",
+        "2",
+    ]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("kites")
+    make_synthetic_dataset(root, counts=(8, 3, 4), size_range=((40, 48), (50, 60)), seed=3)
+    return root
+
+
+def run_main(argv: list[str], capsys) -> tuple[int, str]:
+    code = main.main(argv)
+    return code, capsys.readouterr().err
+
+
+def test_train_then_test_writes_everything(tiny_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, err = run_main(["--cfg", DEMO_CFG, *tiny_opts(tiny_data, out)], capsys)
+    assert code == 0, err
+    for name in (
+        "config.yaml",
+        "metrics.csv",
+        "training_curves.png",
+        "model_best.model",
+        "model_latest.model",
+    ):
+        assert (out / name).is_file(), name
+    assert len(list(out.glob("log_*.txt"))) == 1
+    assert "SOLVER:" in (out / "config.yaml").read_text()
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert list(metrics["epoch"]) == [1, 2]
+    for kind in ("best", "latest"):
+        folder = out / "results" / f"model_{kind}"
+        table = pd.read_csv(folder / "predictions.csv")
+        assert list(table.columns) == PREDICTION_COLUMNS + ["scanner"]
+        assert len(table) == 4 * 4  # 4 test images x 4 landmarks
+        assert set(table["method"]) == {"smha"}
+        unannotated = table[table["id"] == "kite_0014"]  # the last test sample has no annotation
+        assert unannotated["target_x"].isna().all() and unannotated["error_px"].isna().all()
+        assert unannotated["pred_x"].notna().all()
+        summary = pd.read_csv(folder / "summary.csv")
+        overall = summary[summary["landmark"] == "all"].iloc[0]
+        assert overall["n"] == 2 * 4  # two of the four test images are unannotated
+        assert overall["mre"] == pytest.approx(table["error_px"].mean())
+        assert {"predictions", "summary"} <= set(pd.ExcelFile(folder / "results.xlsx").sheet_names)
+
+
+def test_second_run_is_refused_and_inference_never_overwrites(tiny_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_main(["--cfg", DEMO_CFG, *tiny_opts(tiny_data, out, epochs=1)], capsys)[0] == 0
+    config_before = (out / "config.yaml").read_text()
+    code, err = run_main(["--cfg", DEMO_CFG, *tiny_opts(tiny_data, out, epochs=1)], capsys)
+    assert code == 2 and "already holds checkpoints" in err and "MODEL.CHECKPOINT" in err
+    assert (out / "config.yaml").read_text() == config_before
+    code, err = run_main(
+        ["--cfg", DEMO_CFG, *tiny_opts(tiny_data, out, epochs=1), "TRAINER.INFERENCE_ONLY", "True"],
+        capsys,
+    )
+    assert code == 0, err
+    assert (out / "results" / "model_best_2" / "predictions.csv").is_file()
+    assert (out / "results" / "model_latest_2" / "predictions.csv").is_file()
+    first = pd.read_csv(out / "results" / "model_best" / "predictions.csv")
+    second = pd.read_csv(out / "results" / "model_best_2" / "predictions.csv")
+    pd.testing.assert_frame_equal(first, second)
+
+
+def test_resume_continues_exactly(tiny_data, tmp_path, capsys):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert run_main(["--cfg", DEMO_CFG, *tiny_opts(tiny_data, straight, epochs=3)], capsys)[0] == 0
+    assert run_main(["--cfg", DEMO_CFG, *tiny_opts(tiny_data, resumed, epochs=1)], capsys)[0] == 0
+    code, err = run_main(
+        [
+            "--cfg",
+            DEMO_CFG,
+            *tiny_opts(tiny_data, resumed, epochs=3),
+            "MODEL.CHECKPOINT",
+            str(resumed / "model_latest.model"),
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    a = torch.load(straight / "model_latest.model", weights_only=True)
+    b = torch.load(resumed / "model_latest.model", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 3
+    for key, value in a["network"].items():
+        torch.testing.assert_close(value, b["network"][key], rtol=0, atol=0, msg=key)
+    losses_a = [row["train_loss"] for row in a["history"]]
+    losses_b = [row["train_loss"] for row in b["history"]]
+    assert losses_a == losses_b and len(losses_a) == 3
+    assert a["optimizer"]["state"][0]["step"] == b["optimizer"]["state"][0]["step"]
+
+
+def write_bad_dataset(root: Path, mutate) -> Path:
+    make_synthetic_dataset(root, counts=(3, 2, 2), size_range=((40, 44), (50, 54)), seed=5)
+    path = root / "demo.json"
+    data = json.loads(path.read_text())
+    mutate(data, root)
+    path.write_text(json.dumps(data))
+    return root
+
+
+def drop_coordinate(data, root):
+    data["training"][1]["coordinates"] = data["training"][1]["coordinates"][:3]
+
+
+def delete_image(data, root):
+    (root / data["training"][2]["image"]).unlink()
+
+
+def corrupt_image(data, root):
+    (root / data["validation"][0]["image"]).write_bytes(b"not a png at all")
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (drop_coordinate, ["kite_0001", "3 landmarks"]),
+        (delete_image, ["kite_0002", "not found"]),
+        (corrupt_image, ["kite_0003", "cannot decode"]),
+    ],
+)
+def test_bad_data_is_one_line_naming_the_sample(tmp_path, capsys, mutate, expected):
+    root = write_bad_dataset(tmp_path / "data", mutate)
+    code, err = run_main(["--cfg", DEMO_CFG, *tiny_opts(root, tmp_path / "out")], capsys)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: ")
+    for text in expected:
+        assert text in err
+
+
+def test_malformed_json_names_file(tmp_path, capsys):
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "demo.json").write_text('{"training": [ {"id": 1,, }')
+    code, err = run_main(["--cfg", DEMO_CFG, *tiny_opts(root, tmp_path / "out")], capsys)
+    assert code == 2 and "demo.json" in err and "malformed JSON" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_unknown_architecture_lists_valid_ones(tiny_data, tmp_path, capsys):
+    code, err = run_main(
+        ["--cfg", DEMO_CFG, *tiny_opts(tiny_data, tmp_path / "out"), "MODEL.ARCHITECTURE", "UNet"],
+        capsys,
+    )
+    assert code == 2 and "'UNet'" in err and "U-Net" in err
+    assert not (tmp_path / "out").exists()  # nothing written for a refused run
+
+
+def test_corrupt_checkpoint_names_file(tiny_data, tmp_path, capsys):
+    bad = tmp_path / "broken.model"
+    bad.write_bytes(b"\x00" * 100)
+    code, err = run_main(
+        [
+            "--cfg",
+            DEMO_CFG,
+            *tiny_opts(tiny_data, tmp_path / "out"),
+            "TRAINER.INFERENCE_ONLY",
+            "True",
+            "MODEL.CHECKPOINT",
+            str(bad),
+        ],
+        capsys,
+    )
+    assert code == 2 and "broken.model" in err and len(err.strip().splitlines()) == 1
+
+
+def test_unknown_key_from_the_shell_has_no_traceback(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "main.py", "--cfg", DEMO_CFG, "SOLVER.LEARNING_RATE", "0.1"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "SOLVER.LEARNING_RATE" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_demo_learns(tmp_path, capsys):
+    """The shipped demo config beats the mean-training-position predictor three times over."""
+    data, out = tmp_path / "demo_data", tmp_path / "demo_out"
+    code, err = run_main(
+        [
+            "--cfg",
+            DEMO_CFG,
+            "DATASET.ROOT",
+            str(data),
+            "DATASET.SRC_TARGETS",
+            str(data / "demo.json"),
+            "OUTPUT.OUTPUT_DIR",
+            str(out),
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    table = pd.read_csv(out / "results" / "model_best" / "predictions.csv")
+    model_mre = table["error_px"].mean()
+
+    json_path = data / "demo.json"
+    raw = read_dataset_json(json_path)
+    train = parse_samples(raw["training"], json_path, data, [], [])
+    test = [s for s in parse_samples(raw["testing"], json_path, data, [], []) if s.has_annotation]
+
+    def size(sample):
+        with Image.open(sample.image_path) as img:
+            return img.height, img.width
+
+    baseline = mean_position_predictions(
+        [s.coords for s in train], [size(s) for s in train], [size(s) for s in test]
+    )
+    baseline_mre = np.mean(
+        [radial_errors(p, s.coords) for p, s in zip(baseline, test, strict=True)]
+    )
+    assert model_mre < baseline_mre / 3, (model_mre, baseline_mre)

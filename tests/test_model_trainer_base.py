@@ -1,0 +1,129 @@
+"""The trainer's schedule, early stopping, checkpoint naming and device handling."""
+
+import math
+
+import pytest
+
+from config import load_cfg
+from datasets.dataset_generic import DatasetGeneric
+from trainer.model_trainer_base import resolve_device
+from trainer.model_trainer_index import get_trainer_class
+from transforms.generate_labels import UNetLabelGenerator
+from utils.errors import ConfigError
+
+
+def make_trainer(tmp_path, *opts):
+    cfg = load_cfg(
+        None,
+        [
+            "OUTPUT.OUTPUT_DIR",
+            str(tmp_path),
+            "SAMPLER.INPUT_SIZE",
+            "[32, 48]",
+            "MODEL.UNET.INIT_FEATURES",
+            "4",
+            "MODEL.UNET.MAX_FEATURES",
+            "8",
+            *opts,
+        ],
+    )
+    trainer = get_trainer_class("U-Net")(cfg, DatasetGeneric, UNetLabelGenerator)
+    trainer.initialize(num_landmarks=3)
+    return trainer
+
+
+def test_learning_rate_warmup_then_poly(tmp_path):
+    trainer = make_trainer(
+        tmp_path, "SOLVER.BASE_LR", "0.01", "SOLVER.MAX_EPOCHS", "10", "SOLVER.WARMUP_EPOCHS", "2"
+    )
+    assert trainer.learning_rate(0) == pytest.approx(0.01 / 3)
+    assert trainer.learning_rate(1) == pytest.approx(0.02 / 3)
+    assert trainer.learning_rate(2) == pytest.approx(0.01 * 0.8**0.9)
+    assert trainer.learning_rate(9) == pytest.approx(0.01 * 0.1**0.9)
+    assert trainer.maybe_update_lr(5) == pytest.approx(0.01 * 0.5**0.9)
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.01 * 0.5**0.9)
+
+
+def test_constant_learning_rate_without_decay(tmp_path):
+    trainer = make_trainer(tmp_path, "SOLVER.DECAY_POLICY", "None", "SOLVER.WARMUP_EPOCHS", "0")
+    assert trainer.learning_rate(0) == trainer.learning_rate(500) == trainer.base_lr
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"), [("sgd", "SGD"), ("adam", "Adam"), ("adamw", "AdamW")]
+)
+def test_optimizer_choice(tmp_path, name, expected):
+    trainer = make_trainer(tmp_path, "SOLVER.OPTIMIZER", name)
+    assert type(trainer.optimizer).__name__ == expected
+    if name == "sgd":
+        assert trainer.optimizer.defaults["momentum"] == 0.99
+        assert trainer.optimizer.defaults["nesterov"]
+
+
+def test_early_stopping_counts_epochs_without_improvement(tmp_path):
+    trainer = make_trainer(tmp_path, "TRAINER.EARLY_STOP_PATIENCE", "2")
+    val_errors = [5.0, 4.0, 4.5, 3.9, 4.0, 4.2]
+    stops = []
+    for epoch, error in enumerate(val_errors, start=1):
+        trainer.epoch = epoch
+        stops.append(trainer.on_epoch_end(1.0, 1.0, error, 1e-3, 1.0, 1.0))
+    assert stops == [False, False, False, False, False, True]
+    assert trainer.best_metric == 3.9 and trainer.best_epoch == 4
+    assert {p.name for p in trainer.own_checkpoints()} == {
+        "model_best_fold0.model",
+        "model_latest_fold0.model",
+    }
+    assert not list(tmp_path.glob("model_ep*.model"))
+
+
+def test_every_epoch_kept_when_not_latest_only(tmp_path):
+    trainer = make_trainer(tmp_path, "TRAINER.SAVE_LATEST_ONLY", "False", "TRAINER.FOLD", "2")
+    for epoch in (1, 2):
+        trainer.epoch = epoch
+        trainer.on_epoch_end(1.0, 1.0, 1.0 / epoch, 1e-3, 1.0, 1.0)
+    names = {p.name for p in trainer.own_checkpoints()}
+    assert names == {
+        "model_best_fold2.model",
+        "model_latest_fold2.model",
+        "model_ep1_fold2.model",
+        "model_ep2_fold2.model",
+    }
+
+
+def test_own_checkpoints_ignore_other_folds(tmp_path):
+    for name in (
+        "model_best_fold0.model",
+        "model_best_fold1.model",
+        "model_best.model",
+        "model_latest_fold1.model",
+        "notes_fold1.model",
+    ):
+        (tmp_path / name).write_bytes(b"")
+    trainer = make_trainer(tmp_path, "TRAINER.FOLD", "1")
+    assert [p.name for p in trainer.own_checkpoints()] == [
+        "model_best_fold1.model",
+        "model_latest_fold1.model",
+    ]
+    single = make_trainer(tmp_path, "TRAINER.FOLD", "-1")
+    assert [p.name for p in single.own_checkpoints()] == ["model_best.model"]
+
+
+def test_no_amp_on_cpu(tmp_path):
+    trainer = make_trainer(tmp_path, "SOLVER.AUTO_MIXED_PRECISION", "True", "TRAINER.DEVICE", "cpu")
+    assert not trainer.use_amp and not trainer.scaler.is_enabled()
+
+
+def test_device_names_are_checked():
+    assert resolve_device("cpu").type == "cpu"
+    with pytest.raises(ConfigError, match="TRAINER.DEVICE"):
+        resolve_device("tpu")
+
+
+def test_history_row_has_throughput(tmp_path):
+    trainer = make_trainer(
+        tmp_path, "SOLVER.MINI_BATCH_SIZE", "4", "SOLVER.DATA_LOADER_BATCH_SIZE", "2"
+    )
+    trainer.epoch = 1
+    trainer.on_epoch_end(2.0, math.nan, math.nan, 1e-3, 4.0, 5.0)
+    row = trainer.history[-1]
+    assert row["samples_per_s"] == pytest.approx(8 / 4.0) and row["seconds"] == 5.0
