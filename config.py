@@ -93,7 +93,9 @@ _C.MODEL.PHDNET.CLAMP_DIST = None  # clamp displacements to this many patches; N
 # ----------------------------------------------------------------------------------------------
 _C.INFERENCE = CN()
 _C.INFERENCE.EVALUATION_MODE = "scale_heatmap_first"  # or "scale_pred_coords", "use_input_size"
-_C.INFERENCE.FIT_GAUSS = False  # fit a 2D Gaussian to the heatmap maximum (not built yet)
+_C.INFERENCE.DECODING = "argmax"  # "argmax", "quadratic", "dark" or "local_soft_argmax"
+_C.INFERENCE.FIT_GAUSS = False  # fit a 2D Gaussian at each maximum: its mean and covariance
+_C.INFERENCE.TTA_FLIP = False  # also predict the vertically flipped image and average heatmaps
 _C.INFERENCE.ENSEMBLE_INFERENCE = False  # predict with INFERENCE.ENSEMBLE_CHECKPOINTS together
 _C.INFERENCE.ENSEMBLE_CHECKPOINTS = []  # checkpoints of the ensemble (same architecture)
 _C.INFERENCE.ENSEMBLE_UNCERTAINTY_KEYS = ["smha", "emha", "ecpv"]  # ensemble uncertainty methods
@@ -123,7 +125,6 @@ _NOT_BUILT_YET = {
     "SOLVER.LOSS_FUNCTION": "losses other than MSE",
     "SOLVER.REGRESS_SIGMA": "sigma regression",
     "SOLVER.REGRESS_SIGMA_LOSS_WEIGHT": "sigma regression",
-    "INFERENCE.FIT_GAUSS": "Gaussian fitting",
     "INFERENCE.ENSEMBLE_INFERENCE": "ensemble inference",
     "INFERENCE.ENSEMBLE_CHECKPOINTS": "ensemble inference",
     "INFERENCE.ENSEMBLE_UNCERTAINTY_KEYS": "ensemble inference",
@@ -143,6 +144,7 @@ _CHOICES = {
     "SOLVER.OPTIMIZER": ("adamw", "adam", "sgd"),
     "SOLVER.DECAY_POLICY": ("poly", None),
     "INFERENCE.EVALUATION_MODE": ("scale_heatmap_first", "scale_pred_coords", "use_input_size"),
+    "INFERENCE.DECODING": ("argmax", "quadratic", "dark", "local_soft_argmax"),
 }
 
 

@@ -13,6 +13,8 @@ from utils.coordinates import resize_coords, scale_factors
 from utils.metrics import radial_errors
 from utils.results import PREDICTION_COLUMNS
 
+COVARIANCE_COLUMNS = ["cov_xx", "cov_xy", "cov_yy"]
+
 
 @dataclass
 class Predictions:
@@ -20,7 +22,8 @@ class Predictions:
 
     coords (N, K, 2) x,y and uncertainty (N, K), in pixels of the original images (of the input
     images for ``use_input_size``); index (N,) into ``dataset.samples``; original_size (N, 2)
-    H, W; pixel_size (N, 2) x, y mm per original pixel, NaN where unknown.
+    H, W; pixel_size (N, 2) x, y mm per original pixel, NaN where unknown; covariance
+    (N, K, 2, 2) in pixels² of the coords' image, or None when no Gaussian was fitted.
     """
 
     coords: np.ndarray
@@ -28,6 +31,7 @@ class Predictions:
     index: np.ndarray
     original_size: np.ndarray
     pixel_size: np.ndarray
+    covariance: np.ndarray | None = None
 
 
 def prediction_table(
@@ -37,9 +41,11 @@ def prediction_table(
     evaluation_mode: str,
     input_size: Sequence[int],
 ) -> pd.DataFrame:
-    """One row per sample and landmark with PREDICTION_COLUMNS, then the dataset's extra sample
-    attributes. ``landmark`` is the index into the JSON coordinate list; targets and errors are
-    empty for unannotated samples, ``error_mm`` also where the pixel size is unknown."""
+    """One row per sample and landmark: PREDICTION_COLUMNS, the fitted covariance
+    (COVARIANCE_COLUMNS) if any, then the dataset's extra sample attributes.
+
+    ``landmark`` is the index into the JSON coordinate list; targets and errors are empty for
+    unannotated samples, ``error_mm`` also where the pixel size is unknown."""
     landmark_ids = dataset.landmarks or list(range(predictions.coords.shape[1]))
     rows = []
     for n, index in enumerate(predictions.index):
@@ -69,7 +75,13 @@ def prediction_table(
                 "error_px": error_px[k] if error_px is not None else np.nan,
                 "error_mm": error_mm[k] if error_mm is not None else np.nan,
             }
+            if predictions.covariance is not None:
+                cov = predictions.covariance[n, k]
+                row.update(cov_xx=cov[0, 0], cov_xy=cov[0, 1], cov_yy=cov[1, 1])
             row.update(sample.attributes)
             rows.append(row)
-    columns = PREDICTION_COLUMNS + list(dataset.additional_sample_attribute_keys)
+    columns = list(PREDICTION_COLUMNS)
+    if predictions.covariance is not None:
+        columns += COVARIANCE_COLUMNS
+    columns += list(dataset.additional_sample_attribute_keys)
     return pd.DataFrame(rows, columns=columns)

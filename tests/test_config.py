@@ -106,7 +106,7 @@ def test_yaml_not_a_mapping_names_file(tmp_path):
     [
         ("SOLVER.REGRESS_SIGMA", "True"),
         ("MODEL.PHDNET.BRANCH_SCHEME", "heatmap"),
-        ("INFERENCE.FIT_GAUSS", "True"),
+        ("INFERENCE.ENSEMBLE_INFERENCE", "True"),
         ("SAMPLER.SAMPLE_MODE", "patch_bias"),
     ],
 )

@@ -43,14 +43,14 @@ def test_argmax_flat_heatmap_first_pixel_no_nan():
 
 @pytest.mark.parametrize("centre", [(10.3, 20.4), (33.6, 7.5), (0.2, 30.7)])
 def test_sub_pixel_gaussian_within_half_pixel(centre):
-    coords, _ = heatmap_to_coords(heatmap_of([centre]), INPUT, "use_input_size")
+    coords = heatmap_to_coords(heatmap_of([centre]), INPUT, "use_input_size").coords
     assert np.linalg.norm(coords[0].numpy() - np.array(centre)) <= 0.5 * np.sqrt(2) + 1e-6
     assert np.abs(coords[0].numpy() - np.array(centre)).max() <= 0.5 + 1e-6
 
 
 def test_scale_heatmap_first_maps_to_original_pixel():
     centres = [(10.0, 20.0), (40.3, 5.6)]
-    coords, _ = heatmap_to_coords(heatmap_of(centres), ORIGINAL, "scale_heatmap_first")
+    coords = heatmap_to_coords(heatmap_of(centres), ORIGINAL, "scale_heatmap_first").coords
     assert coords.shape == (2, 2)
     expected = resize_coords(np.array(centres), INPUT, ORIGINAL)  # (20.5, 40.5), (81.1, 11.7)
     np.testing.assert_allclose(expected[0], [20.5, 40.5])
@@ -62,7 +62,7 @@ def test_scale_heatmap_first_maps_to_original_pixel():
 def test_scale_heatmap_first_non_integer_ratio():
     centre = (17.2, 9.8)
     original = (50, 70)
-    coords, _ = heatmap_to_coords(heatmap_of([centre]), original, "scale_heatmap_first")
+    coords = heatmap_to_coords(heatmap_of([centre]), original, "scale_heatmap_first").coords
     expected = resize_coords(np.array(centre), INPUT, original)  # (25.31, 15.59)
     # bicubic upsampling leaves rows 15 and 16 within 0.1 % of each other here, so the argmax
     # may pick either: within one original pixel, not necessarily the nearest one
@@ -72,7 +72,7 @@ def test_scale_heatmap_first_non_integer_ratio():
 def test_scale_pred_coords_equals_resize_of_argmax():
     centres = [(10.3, 20.4), (45.0, 1.0)]
     heatmap = heatmap_of(centres)
-    coords, _ = heatmap_to_coords(heatmap, ORIGINAL, "scale_pred_coords")
+    coords = heatmap_to_coords(heatmap, ORIGINAL, "scale_pred_coords").coords
     argmax, _ = heatmap_argmax(heatmap[None])
     assert argmax[0].tolist() == [[10.0, 20.0], [45.0, 1.0]]
     expected = resize_coords(argmax[0], INPUT, ORIGINAL)
@@ -83,7 +83,8 @@ def test_scale_pred_coords_equals_resize_of_argmax():
 
 def test_use_input_size_returns_input_coords():
     heatmap = heatmap_of([(10.0, 20.0), (5.0, 3.0)])
-    coords, peak = heatmap_to_coords(heatmap, ORIGINAL, "use_input_size")
+    decoded = heatmap_to_coords(heatmap, ORIGINAL, "use_input_size")
+    coords, peak = decoded.coords, decoded.max_activation
     assert coords.tolist() == [[10.0, 20.0], [5.0, 3.0]]
     assert peak.tolist() == pytest.approx([1.0, 1.0])
 
@@ -92,7 +93,7 @@ def test_use_input_size_returns_input_coords():
 def test_smha_is_max_of_input_heatmap(mode):
     heatmap = heatmap_of([(10.3, 20.4), (30.0, 10.0)], amplitude=1.0)
     heatmap[1] *= 55.0
-    _, peak = heatmap_to_coords(heatmap, ORIGINAL, mode)
+    peak = heatmap_to_coords(heatmap, ORIGINAL, mode).max_activation
     expected = heatmap.reshape(2, -1).max(dim=-1).values
     torch.testing.assert_close(peak, expected)
     assert peak[1].item() == pytest.approx(55.0)
@@ -100,7 +101,8 @@ def test_smha_is_max_of_input_heatmap(mode):
 
 @pytest.mark.parametrize("mode", ["scale_heatmap_first", "scale_pred_coords", "use_input_size"])
 def test_flat_heatmap_no_nan(mode):
-    coords, peak = heatmap_to_coords(torch.zeros(3, *INPUT), ORIGINAL, mode)
+    decoded = heatmap_to_coords(torch.zeros(3, *INPUT), ORIGINAL, mode)
+    coords, peak = decoded.coords, decoded.max_activation
     assert coords.shape == (3, 2)
     assert torch.isfinite(coords).all()
     assert torch.isfinite(peak).all()
@@ -108,7 +110,8 @@ def test_flat_heatmap_no_nan(mode):
 
 def test_half_precision_heatmap_decodes():
     heatmap = heatmap_of([(12.0, 7.0)]).half()
-    coords, peak = heatmap_to_coords(heatmap, ORIGINAL, "scale_pred_coords")
+    decoded = heatmap_to_coords(heatmap, ORIGINAL, "scale_pred_coords")
+    coords, peak = decoded.coords, decoded.max_activation
     assert coords.dtype == torch.float32
     assert coords[0].tolist() == [24.5, 14.5]
     assert peak.dtype == torch.float32

@@ -68,7 +68,10 @@ class ModelTrainerTiny(ModelTrainerBase):
             heatmap_to_coords(output[0][b], original_sizes[b].tolist(), self.evaluation_mode)
             for b in range(len(original_sizes))
         ]
-        return torch.stack([c for c, _ in decoded]), torch.stack([m for _, m in decoded])
+        return (
+            torch.stack([d.coords for d in decoded]),
+            torch.stack([d.max_activation for d in decoded]),
+        )
 
 
 class ModelTrainerUNetStepLR(ModelTrainerUNet):

@@ -109,6 +109,7 @@ class ModelTrainerBase(ABC):
         self.early_stop_patience = int(cfg.TRAINER.EARLY_STOP_PATIENCE)
 
         self.evaluation_mode = cfg.INFERENCE.EVALUATION_MODE
+        self.tta_flip = bool(cfg.INFERENCE.TTA_FLIP)
         self.sdr_thresholds = list(cfg.INFERENCE.SDR_THRESHOLDS)
         self.results_append = cfg.OUTPUT.RESULTS_CSV_APPEND or ""
         self.dataset_name = cfg.DATASET.NAME
@@ -154,8 +155,32 @@ class ModelTrainerBase(ABC):
             original_sizes: (B, 2) H, W of each image file.
         Returns:
             coords (B, K, 2) x,y in pixels of each original image (of the input image with
-            INFERENCE.EVALUATION_MODE use_input_size), and an uncertainty (B, K) per landmark.
+            INFERENCE.EVALUATION_MODE use_input_size), an uncertainty (B, K) per landmark, and
+            optionally a third item: covariances (B, K, 2, 2) in pixels² of the same image.
         """
+
+    def flip_output_back(self, output: Any) -> Any:
+        """Undo a vertical flip of the input on the network's output (for INFERENCE.TTA_FLIP).
+
+        The default flips every (B, K, H, W) heatmap of a tensor or list of them upside down,
+        which is exact in the project's convention (y -> H - 1 - y maps pixel centres onto pixel
+        centres). Override for outputs that are not heatmaps (e.g. displacements)."""
+        if isinstance(output, list | tuple):
+            return type(output)(self.flip_output_back(o) for o in output)
+        return output.flip(-2)
+
+    def inference_forward(self, images: torch.Tensor) -> Any:
+        """The network's output for a batch; with TTA_FLIP, averaged with the flipped image's."""
+        with self.autocast():
+            output = self.network(images)
+            if not self.tta_flip:
+                return output
+            flipped = self.flip_output_back(self.network(images.flip(-2)))
+        if isinstance(output, list | tuple):
+            return type(output)(
+                (a.float() + b.float()) / 2 for a, b in zip(output, flipped, strict=True)
+            )
+        return (output.float() + flipped.float()) / 2
 
     # ------------------------------------------------------------------ set-up
     def initialize(self, num_landmarks: int) -> None:
@@ -282,7 +307,7 @@ class ModelTrainerBase(ABC):
             with self.autocast():
                 outputs = self.network(images)
                 losses.append(self.loss(outputs, self.make_targets(batch)).item())
-            coords, _ = self.get_coords_from_heatmap(outputs, batch["original_size"])
+            coords = self.get_coords_from_heatmap(outputs, batch["original_size"])[0]
             dataset: DatasetBase = loader.dataset
             for row, index in enumerate(batch["index"].tolist()):
                 target = dataset.samples[index].coords
@@ -499,15 +524,18 @@ class ModelTrainerBase(ABC):
         for batch in tqdm(
             self.make_loader(dataset, shuffle=False), desc="predicting", leave=False, disable=None
         ):
-            with self.autocast():
-                outputs = self.network(batch["image"].to(self.device))
-            coords, uncertainty = self.get_coords_from_heatmap(outputs, batch["original_size"])
-            parts["coords"].append(coords.float().cpu().numpy())
-            parts["uncertainty"].append(uncertainty.float().cpu().numpy())
+            outputs = self.inference_forward(batch["image"].to(self.device))
+            decoded = self.get_coords_from_heatmap(outputs, batch["original_size"])
+            parts["coords"].append(decoded[0].float().cpu().numpy())
+            parts["uncertainty"].append(decoded[1].float().cpu().numpy())
+            if len(decoded) > 2:
+                parts["covariance"].append(decoded[2].float().cpu().numpy())
             for key in ("index", "original_size", "pixel_size"):
                 parts[key].append(batch[key].numpy())
         self.network.train()
-        return Predictions(**{key: np.concatenate(value) for key, value in parts.items()})
+        return Predictions(
+            **{key: np.concatenate(value) if value else None for key, value in parts.items()}
+        )
 
     def run_inference(self, checkpoint: Path, dataset: DatasetBase | None = None) -> Path:
         """Predict the testing list with ``checkpoint``; write results; return their folder."""

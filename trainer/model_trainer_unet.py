@@ -28,6 +28,8 @@ class ModelTrainerUNet(ModelTrainerBase):
         )
         self.sigma = float(cfg.MODEL.GAUSS_SIGMA)
         self.lambda_scale = float(cfg.MODEL.HM_LAMBDA_SCALE)
+        self.decoding = cfg.INFERENCE.DECODING
+        self.fit_gauss = bool(cfg.INFERENCE.FIT_GAUSS)
 
     def initialize_network(self) -> None:
         try:
@@ -72,9 +74,18 @@ class ModelTrainerUNet(ModelTrainerBase):
     def get_coords_from_heatmap(self, output, original_sizes):
         finest = output[0]
         decoded = [
-            heatmap_to_coords(finest[b], original_sizes[b].tolist(), self.evaluation_mode)
+            heatmap_to_coords(
+                finest[b],
+                original_sizes[b].tolist(),
+                self.evaluation_mode,
+                method=self.decoding,
+                sigma=self.sigma,
+                fit_gauss=self.fit_gauss,
+            )
             for b in range(finest.shape[0])
         ]
-        coords = torch.stack([c for c, _ in decoded])
-        max_activation = torch.stack([m for _, m in decoded])
+        coords = torch.stack([d.coords for d in decoded])
+        max_activation = torch.stack([d.max_activation for d in decoded])
+        if self.fit_gauss:
+            return coords, max_activation, torch.stack([d.covariance for d in decoded])
         return coords, max_activation
