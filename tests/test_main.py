@@ -261,3 +261,25 @@ def test_demo_learns(tmp_path, capsys):
         [radial_errors(p, s.coords) for p, s in zip(baseline, test, strict=True)]
     )
     assert model_mre < baseline_mre / 3, (model_mre, baseline_mre)
+
+
+def test_decoder_tta_and_gaussian_fit_reach_the_results(tiny_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, err = run_main(
+        [
+            "--cfg",
+            DEMO_CFG,
+            *tiny_opts(tiny_data, out, epochs=1),
+            "INFERENCE.DECODING",
+            "dark",
+            "INFERENCE.TTA_FLIP",
+            "True",
+            "INFERENCE.FIT_GAUSS",
+            "True",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    table = pd.read_csv(out / "results" / "model_best" / "predictions.csv")
+    assert list(table.columns) == PREDICTION_COLUMNS + ["cov_xx", "cov_xy", "cov_yy", "scanner"]
+    assert (table["pred_x"] % 1 != 0).any()  # sub-pixel coordinates, not pixel centres

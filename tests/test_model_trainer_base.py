@@ -3,6 +3,7 @@
 import math
 
 import pytest
+import torch
 
 from config import load_cfg
 from datasets.dataset_generic import DatasetGeneric
@@ -127,3 +128,21 @@ def test_history_row_has_throughput(tmp_path):
     trainer.on_epoch_end(2.0, math.nan, math.nan, 1e-3, 4.0, 5.0)
     row = trainer.history[-1]
     assert row["samples_per_s"] == pytest.approx(8 / 4.0) and row["seconds"] == 5.0
+
+
+def test_flip_tta_output_is_flip_equivariant(tmp_path):
+    """With TTA_FLIP, predicting a flipped image gives exactly the flipped heatmaps."""
+    trainer = make_trainer(tmp_path, "INFERENCE.TTA_FLIP", "True")
+    trainer.network.eval()
+    image = torch.randn(1, 1, 32, 48, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        direct = trainer.inference_forward(image)
+        flipped = trainer.inference_forward(image.flip(-2))
+    for a, b in zip(direct, flipped, strict=True):
+        torch.testing.assert_close(a, b.flip(-2), atol=1e-5, rtol=0)
+    plain = make_trainer(tmp_path, "INFERENCE.TTA_FLIP", "False")
+    plain.network.load_state_dict(trainer.network.state_dict())
+    plain.network.eval()
+    with torch.no_grad():
+        single = plain.inference_forward(image)
+    assert not torch.allclose(single[0], direct[0])  # TTA really averaged two predictions
