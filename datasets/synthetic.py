@@ -16,7 +16,7 @@ import numpy as np
 
 NUM_LANDMARKS = 4
 # Corner directions of the kite (top, right, bottom, left) and their distances from its centre.
-_KITE = np.array([[0.0, -1.0], [0.8, 0.0], [0.0, 1.3], [-0.6, 0.1]])
+_KITE = np.array([[0.0, -0.8], [0.8, 0.0], [0.0, 1.5], [-0.6, 0.1]])
 
 
 def _make_image(rng: np.random.Generator, height: int, width: int):
