@@ -66,6 +66,7 @@ _C.TRAINER.PERFORM_VALIDATION = True  # validate every epoch (loss and localisat
 _C.TRAINER.SAVE_LATEST_ONLY = True  # False: also keep model_ep<N> after every epoch
 _C.TRAINER.CACHE_DATA = True  # keep decoded, resized images in memory
 _C.TRAINER.FOLD = 0  # N >= 0 reads SRC_TARGETS/fold<N>.json; -1 reads the file SRC_TARGETS
+_C.TRAINER.CROSS_VALIDATION = False  # train every SRC_TARGETS/fold<N>.json into OUTPUT_DIR/fold<N>
 _C.TRAINER.INFERENCE_ONLY = False  # skip training; predict with MODEL.CHECKPOINT or every .model
 _C.TRAINER.EARLY_STOP_PATIENCE = 150  # stop after this many epochs without a better val. error
 _C.TRAINER.DEVICE = "auto"  # "auto" (CUDA when available), "cpu", "cuda" or "cuda:N"
@@ -101,6 +102,8 @@ _C.INFERENCE.ENSEMBLE_CHECKPOINTS = []  # checkpoints of the ensemble (same arch
 _C.INFERENCE.ENSEMBLE_UNCERTAINTY_KEYS = ["smha", "emha", "ecpv"]  # ensemble uncertainty methods
 _C.INFERENCE.UNCERTAINTY_SMHA_MODEL_IDX = 0  # ensemble member whose heatmap gives S-MHA
 _C.INFERENCE.DEBUG = False  # save per-sample figures of predicted heatmaps (not built yet)
+_C.INFERENCE.UNCERTAINTY_BINS = 5  # quantile bins of uncertainty, calibrated on the validation list
+_C.INFERENCE.CONFORMAL_ALPHA = 0.1  # conformal radius covers the landmark with prob. >= 1 - alpha
 _C.INFERENCE.SDR_THRESHOLDS = [2.0, 2.5, 3.0, 4.0]  # success radii: mm if pixel size known, else px
 
 # ----------------------------------------------------------------------------------------------
@@ -125,10 +128,6 @@ _NOT_BUILT_YET = {
     "SOLVER.LOSS_FUNCTION": "losses other than MSE",
     "SOLVER.REGRESS_SIGMA": "sigma regression",
     "SOLVER.REGRESS_SIGMA_LOSS_WEIGHT": "sigma regression",
-    "INFERENCE.ENSEMBLE_INFERENCE": "ensemble inference",
-    "INFERENCE.ENSEMBLE_CHECKPOINTS": "ensemble inference",
-    "INFERENCE.ENSEMBLE_UNCERTAINTY_KEYS": "ensemble inference",
-    "INFERENCE.UNCERTAINTY_SMHA_MODEL_IDX": "ensemble inference",
     "INFERENCE.DEBUG": "inference debug figures",
     "OUTPUT.USE_COMETML_LOGGING": "Comet.ml logging",
     "MODEL.PHDNET.BRANCH_SCHEME": "PHD-Net",
@@ -221,6 +220,33 @@ def validate_cfg(cfg: CN) -> None:
         raise ConfigError(f"MODEL.GAUSS_SIGMA = {cfg.MODEL.GAUSS_SIGMA}; it must be > 0")
     if not isinstance(cfg.TRAINER.FOLD, int) or cfg.TRAINER.FOLD < -1:
         raise ConfigError(f"TRAINER.FOLD = {cfg.TRAINER.FOLD!r}; give -1 or a fold number >= 0")
+    if not 0 < cfg.INFERENCE.CONFORMAL_ALPHA < 1:
+        raise ConfigError("INFERENCE.CONFORMAL_ALPHA must be between 0 and 1")
+    if cfg.INFERENCE.UNCERTAINTY_BINS < 1:
+        raise ConfigError("INFERENCE.UNCERTAINTY_BINS must be at least 1")
+    keys = cfg.INFERENCE.ENSEMBLE_UNCERTAINTY_KEYS
+    if not keys or any(k not in ("smha", "emha", "ecpv") for k in keys):
+        raise ConfigError(f"INFERENCE.ENSEMBLE_UNCERTAINTY_KEYS = {keys}; use smha, emha, ecpv")
+    if cfg.INFERENCE.ENSEMBLE_INFERENCE:
+        count = len(cfg.INFERENCE.ENSEMBLE_CHECKPOINTS)
+        if count < 2:
+            raise ConfigError(
+                "INFERENCE.ENSEMBLE_INFERENCE needs at least two INFERENCE.ENSEMBLE_CHECKPOINTS"
+            )
+        if not 0 <= cfg.INFERENCE.UNCERTAINTY_SMHA_MODEL_IDX < count:
+            raise ConfigError(
+                f"INFERENCE.UNCERTAINTY_SMHA_MODEL_IDX must index the {count} ensemble checkpoints"
+            )
+        if not cfg.TRAINER.INFERENCE_ONLY:
+            raise ConfigError(
+                "INFERENCE.ENSEMBLE_INFERENCE predicts with trained checkpoints: "
+                "set TRAINER.INFERENCE_ONLY True"
+            )
+    if cfg.TRAINER.CROSS_VALIDATION and (cfg.TRAINER.INFERENCE_ONLY or cfg.MODEL.CHECKPOINT):
+        raise ConfigError(
+            "TRAINER.CROSS_VALIDATION trains every fold from scratch; test folds "
+            "with TRAINER.FOLD N and TRAINER.INFERENCE_ONLY instead"
+        )
     thresholds = cfg.INFERENCE.SDR_THRESHOLDS
     if not thresholds or not all(_is_number(t) and t > 0 for t in thresholds):
         raise ConfigError("INFERENCE.SDR_THRESHOLDS must be a non-empty list of radii > 0")

@@ -12,8 +12,9 @@ import time
 from pathlib import Path
 
 from config import load_cfg
-from datasets.dataset_base import read_dataset_json
+from datasets.dataset_base import DatasetBase, read_dataset_json
 from datasets.dataset_index import get_dataset_class
+from inference.cross_validation import fold_numbers, summarise_cross_validation
 from trainer.model_trainer_base import ModelTrainerBase, seed_everything
 from trainer.model_trainer_index import get_trainer_class
 from transforms.label_generator_index import get_label_generator_class
@@ -34,69 +35,146 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def train_and_test(trainer: ModelTrainerBase, checkpoint: str | None) -> None:
-    """Train (resuming from ``checkpoint`` if given), then test the best and latest models."""
+def evaluation_sets(trainer: ModelTrainerBase) -> tuple[DatasetBase, DatasetBase | None]:
+    """The testing list, and the validation list (if any) to calibrate the uncertainty on."""
+    data = read_dataset_json(trainer.annotation_file())
+    calibration = trainer.make_dataset("validation") if data.get("validation") else None
+    return trainer.make_dataset("testing"), calibration
+
+
+def train_and_test(trainer: ModelTrainerBase, checkpoint: str | None) -> list[Path]:
+    """Train (resuming from ``checkpoint`` if given), then test the best and latest models.
+    Returns the results folders."""
     if checkpoint:
         trainer.load_checkpoint(checkpoint, resume_training=True)
     trainer.train()
     if not read_dataset_json(trainer.annotation_file()).get("testing"):
         logger.info("no testing list in %s: skipping inference", trainer.annotation_file())
-        return
-    test_set = trainer.make_dataset("testing")
-    for kind in ("best", "latest"):
-        trainer.run_inference(trainer.checkpoint_path(kind), test_set)
+        return []
+    test_set, calibration_set = evaluation_sets(trainer)
+    return [
+        trainer.run_inference([trainer.checkpoint_path(kind)], test_set, calibration_set)
+        for kind in ("best", "latest")
+    ]
 
 
 def test_only(trainer: ModelTrainerBase, checkpoints: list[Path]) -> None:
     """Test each checkpoint on the testing list, each with its own results folder."""
-    test_set = trainer.make_dataset("testing")
+    test_set, calibration_set = evaluation_sets(trainer)
     for path in checkpoints:
-        trainer.run_inference(path, test_set)
+        trainer.run_inference([path], test_set, calibration_set)
+
+
+def test_ensemble(trainer: ModelTrainerBase, cfg) -> None:
+    """INFERENCE.ENSEMBLE_INFERENCE: all checkpoints together, one results folder."""
+    test_set, calibration_set = evaluation_sets(trainer)
+    trainer.run_inference(
+        [Path(p) for p in cfg.INFERENCE.ENSEMBLE_CHECKPOINTS],
+        test_set,
+        calibration_set,
+        methods=tuple(cfg.INFERENCE.ENSEMBLE_UNCERTAINTY_KEYS),
+        smha_index=cfg.INFERENCE.UNCERTAINTY_SMHA_MODEL_IDX,
+        name="ensemble",
+    )
+
+
+def make_trainer(cfg) -> ModelTrainerBase:
+    """The trainer of MODEL.ARCHITECTURE with the configured dataset and label generator."""
+    return get_trainer_class(cfg.MODEL.ARCHITECTURE)(
+        cfg,
+        dataset_class=get_dataset_class(cfg.DATASET.DATASET_CLASS),
+        label_generator_class=get_label_generator_class(cfg.MODEL.ARCHITECTURE),
+    )
+
+
+def cross_validate(cfg) -> None:
+    """TRAINER.CROSS_VALIDATION: train and test every fold<N>.json into OUTPUT_DIR/fold<N>,
+    then summarise all folds' test predictions (best checkpoints) together."""
+    folds = fold_numbers(cfg.DATASET.SRC_TARGETS)
+    output_dir = Path(cfg.OUTPUT.OUTPUT_DIR)
+    fold_results = {}
+    for fold in folds:
+        fold_cfg = cfg.clone()
+        fold_cfg.defrost()
+        fold_cfg.TRAINER.FOLD = fold
+        fold_cfg.TRAINER.CROSS_VALIDATION = False
+        fold_cfg.OUTPUT.OUTPUT_DIR = str(output_dir / f"fold{fold}")
+        fold_cfg.freeze()
+        Path(fold_cfg.OUTPUT.OUTPUT_DIR).mkdir(parents=True, exist_ok=True)
+        (Path(fold_cfg.OUTPUT.OUTPUT_DIR) / "config.yaml").write_text(fold_cfg.dump())
+        logger.info("cross-validation: fold %d of %s", fold, folds)
+        trainer = make_trainer(fold_cfg)
+        check_output_dir(trainer, fold_cfg)
+        folders = train_and_test(trainer, None)
+        if folders:
+            fold_results[fold] = folders[0]
+    if fold_results:
+        folder = summarise_cross_validation(
+            fold_results, output_dir / "cross_validation", cfg.INFERENCE.SDR_THRESHOLDS
+        )
+        logger.info(
+            "cross-validation summary of folds %s written to %s", list(fold_results), folder
+        )
+
+
+def check_output_dir(trainer: ModelTrainerBase, cfg) -> list[Path]:
+    """Refuse to train over this fold's checkpoints; return the checkpoints to test."""
+    existing = trainer.own_checkpoints() if trainer.output_dir.is_dir() else []
+    if cfg.TRAINER.INFERENCE_ONLY:
+        checkpoints = [Path(cfg.MODEL.CHECKPOINT)] if cfg.MODEL.CHECKPOINT else existing
+        if not checkpoints and not cfg.INFERENCE.ENSEMBLE_INFERENCE:
+            raise ConfigError(
+                f"TRAINER.INFERENCE_ONLY: no MODEL.CHECKPOINT given and no "
+                f"checkpoints of this fold in {trainer.output_dir}"
+            )
+        return checkpoints
+    if existing and not cfg.MODEL.CHECKPOINT:
+        raise ConfigError(
+            f"{trainer.output_dir} already holds checkpoints ({existing[0].name}): set "
+            "MODEL.CHECKPOINT to resume, TRAINER.INFERENCE_ONLY True to test them, or choose "
+            "another OUTPUT.OUTPUT_DIR"
+        )
+    return []
 
 
 def run(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     setup_logging()  # console only until the run is known to be valid
     cfg = load_cfg(args.cfg, args.opts)
-    trainer_class = get_trainer_class(cfg.MODEL.ARCHITECTURE)
-    trainer = trainer_class(
-        cfg,
-        dataset_class=get_dataset_class(cfg.DATASET.DATASET_CLASS),
-        label_generator_class=get_label_generator_class(cfg.MODEL.ARCHITECTURE),
-    )
-    existing = trainer.own_checkpoints() if trainer.output_dir.is_dir() else []
-    if cfg.TRAINER.INFERENCE_ONLY:
-        checkpoints = [Path(cfg.MODEL.CHECKPOINT)] if cfg.MODEL.CHECKPOINT else existing
-        if not checkpoints:
-            raise ConfigError(
-                f"TRAINER.INFERENCE_ONLY: no MODEL.CHECKPOINT given and no "
-                f"checkpoints of this fold in {trainer.output_dir}"
-            )
-    elif existing and not cfg.MODEL.CHECKPOINT:
-        raise ConfigError(
-            f"{trainer.output_dir} already holds checkpoints ({existing[0].name}): set "
-            "MODEL.CHECKPOINT to resume, TRAINER.INFERENCE_ONLY True to test them, or choose "
-            "another OUTPUT.OUTPUT_DIR"
-        )
+    if cfg.TRAINER.CROSS_VALIDATION:
+        fold_numbers(cfg.DATASET.SRC_TARGETS)  # fail early on a missing folder
+        make_trainer(cfg)  # and on unknown architecture or dataset class
+        start_run_logging(cfg, args)
+        cross_validate(cfg)
+        return
+    trainer = make_trainer(cfg)
+    checkpoints = check_output_dir(trainer, cfg)
+    start_run_logging(cfg, args)
+    if cfg.INFERENCE.ENSEMBLE_INFERENCE:
+        test_ensemble(trainer, cfg)
+    elif cfg.TRAINER.INFERENCE_ONLY:
+        test_only(trainer, checkpoints)
+    else:
+        train_and_test(trainer, cfg.MODEL.CHECKPOINT)
 
-    trainer.output_dir.mkdir(parents=True, exist_ok=True)
+
+def start_run_logging(cfg, args: argparse.Namespace) -> None:
+    """Log file and merged config in OUTPUT_DIR, once the run is known to be valid."""
+    output_dir = Path(cfg.OUTPUT.OUTPUT_DIR)
+    output_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    setup_logging(trainer.output_dir / f"log_{stamp}.txt", verbose=cfg.OUTPUT.VERBOSE)
+    setup_logging(output_dir / f"log_{stamp}.txt", verbose=cfg.OUTPUT.VERBOSE)
     config_name = "config_inference.yaml" if cfg.TRAINER.INFERENCE_ONLY else "config.yaml"
-    (trainer.output_dir / config_name).write_text(cfg.dump())
+    (output_dir / config_name).write_text(cfg.dump())
     logger.info(
         "%s (%s): config %s with overrides %s, saved to %s",
         cfg.DATASET.NAME or "dataset",
         cfg.DATASET.IMAGE_MODALITY,
         args.cfg,
         args.opts or "none",
-        trainer.output_dir / config_name,
+        output_dir / config_name,
     )
     seed_everything(cfg.SOLVER.SEED)
-    if cfg.TRAINER.INFERENCE_ONLY:
-        test_only(trainer, checkpoints)
-    else:
-        train_and_test(trainer, cfg.MODEL.CHECKPOINT)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,6 +33,15 @@ class Predictions:
     pixel_size: np.ndarray
     covariance: np.ndarray | None = None
 
+    @classmethod
+    def concatenate(cls, chunks: list[Predictions]) -> Predictions:
+        """Join batches' predictions along the sample axis."""
+        fields = {}
+        for name in cls.__dataclass_fields__:
+            values = [getattr(c, name) for c in chunks]
+            fields[name] = None if values[0] is None else np.concatenate(values)
+        return cls(**fields)
+
 
 def prediction_table(
     dataset: DatasetBase,

@@ -106,7 +106,7 @@ def test_yaml_not_a_mapping_names_file(tmp_path):
     [
         ("SOLVER.REGRESS_SIGMA", "True"),
         ("MODEL.PHDNET.BRANCH_SCHEME", "heatmap"),
-        ("INFERENCE.ENSEMBLE_INFERENCE", "True"),
+        ("OUTPUT.USE_COMETML_LOGGING", "True"),
         ("SAMPLER.SAMPLE_MODE", "patch_bias"),
     ],
 )

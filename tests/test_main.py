@@ -79,7 +79,10 @@ def test_train_then_test_writes_everything(tiny_data, tmp_path, capsys):
     for kind in ("best", "latest"):
         folder = out / "results" / f"model_{kind}"
         table = pd.read_csv(folder / "predictions.csv")
-        assert list(table.columns) == PREDICTION_COLUMNS + ["scanner"]
+        assert list(table.columns) == PREDICTION_COLUMNS + ["conformal_radius", "scanner"]
+        assert (table["conformal_radius"] > 0).all()  # calibrated on the validation list
+        for name in ("uncertainty_summary.csv", "uncertainty_bins.csv", "uncertainty.png"):
+            assert (folder / name).is_file(), name
         assert len(table) == 4 * 4  # 4 test images x 4 landmarks
         assert set(table["method"]) == {"smha"}
         unannotated = table[table["id"] == "kite_0014"]  # the last test sample has no annotation
@@ -281,5 +284,11 @@ def test_decoder_tta_and_gaussian_fit_reach_the_results(tiny_data, tmp_path, cap
     )
     assert code == 0, err
     table = pd.read_csv(out / "results" / "model_best" / "predictions.csv")
-    assert list(table.columns) == PREDICTION_COLUMNS + ["cov_xx", "cov_xy", "cov_yy", "scanner"]
+    assert list(table.columns) == PREDICTION_COLUMNS + [
+        "conformal_radius",
+        "cov_xx",
+        "cov_xy",
+        "cov_yy",
+        "scanner",
+    ]
     assert (table["pred_x"] % 1 != 0).any()  # sub-pixel coordinates, not pixel centres

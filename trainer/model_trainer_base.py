@@ -8,6 +8,7 @@ The config is read here, in the constructor; everything below it gets plain valu
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import random
@@ -16,6 +17,7 @@ import sys
 import time
 from abc import ABC, abstractmethod
 from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +29,16 @@ from tqdm import tqdm
 from yacs.config import CfgNode
 
 from datasets.dataset_base import DatasetBase, resolve_annotation_file
+from inference.ensemble import average_outputs, decode_methods
+from inference.evaluation import evaluate_and_write
 from inference.predictions import Predictions, prediction_table
 from transforms.dataloader_transforms import build_augmentation
 from transforms.generate_labels import LabelGenerator
 from utils.checkpoints import CHECKPOINT_SUFFIX, load_checkpoint, save_checkpoint
 from utils.coordinates import resize_coords
 from utils.errors import CheckpointError, ConfigError, DataError, TrainingError
-from utils.metrics import summarise_errors
 from utils.plotting import save_training_curves
-from utils.results import format_summary, unique_results_dir, write_results
+from utils.results import unique_results_dir
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +113,8 @@ class ModelTrainerBase(ABC):
 
         self.evaluation_mode = cfg.INFERENCE.EVALUATION_MODE
         self.tta_flip = bool(cfg.INFERENCE.TTA_FLIP)
+        self.uncertainty_bins = int(cfg.INFERENCE.UNCERTAINTY_BINS)
+        self.conformal_alpha = float(cfg.INFERENCE.CONFORMAL_ALPHA)
         self.sdr_thresholds = list(cfg.INFERENCE.SDR_THRESHOLDS)
         self.results_append = cfg.OUTPUT.RESULTS_CSV_APPEND or ""
         self.dataset_name = cfg.DATASET.NAME
@@ -169,18 +174,16 @@ class ModelTrainerBase(ABC):
             return type(output)(self.flip_output_back(o) for o in output)
         return output.flip(-2)
 
-    def inference_forward(self, images: torch.Tensor) -> Any:
-        """The network's output for a batch; with TTA_FLIP, averaged with the flipped image's."""
+    def inference_forward(self, images: torch.Tensor, network: torch.nn.Module | None = None):
+        """``network``'s (default: ``self.network``) output for a batch; with TTA_FLIP, averaged
+        with the output for the flipped images, flipped back."""
+        network = network or self.network
         with self.autocast():
-            output = self.network(images)
+            output = network(images)
             if not self.tta_flip:
                 return output
-            flipped = self.flip_output_back(self.network(images.flip(-2)))
-        if isinstance(output, list | tuple):
-            return type(output)(
-                (a.float() + b.float()) / 2 for a, b in zip(output, flipped, strict=True)
-            )
-        return (output.float() + flipped.float()) / 2
+            flipped = self.flip_output_back(network(images.flip(-2)))
+        return average_outputs([output, flipped])
 
     # ------------------------------------------------------------------ set-up
     def initialize(self, num_landmarks: int) -> None:
@@ -517,51 +520,90 @@ class ModelTrainerBase(ABC):
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
-    def predict(self, dataset: DatasetBase) -> Predictions:
-        """Predictions for every sample of ``dataset``, in the space of EVALUATION_MODE."""
-        self.network.eval()
-        parts: dict[str, list[np.ndarray]] = {key: [] for key in Predictions.__dataclass_fields__}
-        for batch in tqdm(
-            self.make_loader(dataset, shuffle=False), desc="predicting", leave=False, disable=None
-        ):
-            outputs = self.inference_forward(batch["image"].to(self.device))
-            decoded = self.get_coords_from_heatmap(outputs, batch["original_size"])
-            parts["coords"].append(decoded[0].float().cpu().numpy())
-            parts["uncertainty"].append(decoded[1].float().cpu().numpy())
-            if len(decoded) > 2:
-                parts["covariance"].append(decoded[2].float().cpu().numpy())
-            for key in ("index", "original_size", "pixel_size"):
-                parts[key].append(batch[key].numpy())
-        self.network.train()
-        return Predictions(
-            **{key: np.concatenate(value) if value else None for key, value in parts.items()}
-        )
+    def predict(
+        self,
+        dataset: DatasetBase,
+        networks: list[torch.nn.Module] | None = None,
+        methods: tuple[str, ...] = ("smha",),
+        smha_index: int = 0,
+    ) -> dict[str, Predictions]:
+        """Predictions of every sample of ``dataset`` for each method, in the space of
+        EVALUATION_MODE. One network gives ``smha``; several also ``emha`` and ``ecpv``
+        (see inference/ensemble.py)."""
+        networks = networks or [self.network]
+        for network in networks:
+            network.eval()
+        parts: dict[str, list[Predictions]] = {method: [] for method in methods}
+        loader = self.make_loader(dataset, shuffle=False)
+        for batch in tqdm(loader, desc="predicting", leave=False, disable=None):
+            images = batch["image"].to(self.device)
+            outputs = [self.inference_forward(images, network) for network in networks]
+            decoded = decode_methods(
+                outputs, batch["original_size"], self.get_coords_from_heatmap, methods, smha_index
+            )
+            for method, (coords, uncertainty, covariance) in decoded.items():
+                parts[method].append(
+                    Predictions(
+                        coords=coords.float().cpu().numpy(),
+                        uncertainty=uncertainty.float().cpu().numpy(),
+                        index=batch["index"].numpy(),
+                        original_size=batch["original_size"].numpy(),
+                        pixel_size=batch["pixel_size"].numpy(),
+                        covariance=None if covariance is None else covariance.float().cpu().numpy(),
+                    )
+                )
+        for network in networks:
+            network.train()
+        return {method: Predictions.concatenate(chunks) for method, chunks in parts.items()}
 
-    def run_inference(self, checkpoint: Path, dataset: DatasetBase | None = None) -> Path:
-        """Predict the testing list with ``checkpoint``; write results; return their folder."""
-        self.load_checkpoint(checkpoint, resume_training=False)
-        dataset = dataset or self.make_dataset("testing")
-        if len(dataset) == 0:
-            raise DataError(f"{dataset.json_path}: the testing list is empty")
-        table = prediction_table(
-            dataset,
-            self.predict(dataset),
-            method="smha",
-            evaluation_mode=self.evaluation_mode,
-            input_size=self.input_size,
-        )
-        summary, _ = summarise_errors(table, self.sdr_thresholds)
-        folder = unique_results_dir(
-            self.output_dir / "results", f"{checkpoint.stem}{self.results_append}"
-        )
-        write_results(table, summary, folder)
-        logger.info(
-            "%s\nresults written to %s",
-            format_summary(
-                summary,
-                f"{self.dataset_name or dataset.json_path.name}: "
-                f"{checkpoint.name} on {len(dataset)} test images",
-            ),
+    def load_networks(self, checkpoints: list[Path]) -> list[torch.nn.Module]:
+        """Each checkpoint's network, loaded once and kept in memory (same architecture)."""
+        networks = []
+        for path in checkpoints:
+            self.load_checkpoint(path, resume_training=False)
+            networks.append(copy.deepcopy(self.network))
+        return networks
+
+    def run_inference(
+        self,
+        checkpoints: list[Path],
+        test_set: DatasetBase,
+        calibration_set: DatasetBase | None = None,
+        methods: tuple[str, ...] = ("smha",),
+        smha_index: int = 0,
+        name: str | None = None,
+    ) -> Path:
+        """Predict ``test_set`` with one checkpoint (method smha) or an ensemble (``methods``),
+        calibrate the uncertainty on ``calibration_set`` if given, write the results to
+        ``OUTPUT_DIR/results/<name><RESULTS_CSV_APPEND>`` and return that folder."""
+        if len(test_set) == 0:
+            raise DataError(f"{test_set.json_path}: the testing list is empty")
+        networks = self.load_networks(checkpoints)
+        predict = partial(self.predict, networks=networks, methods=methods, smha_index=smha_index)
+        test_tables = [
+            prediction_table(test_set, p, method, self.evaluation_mode, self.input_size)
+            for method, p in predict(test_set).items()
+        ]
+        calibration_table = None
+        if calibration_set is not None and len(calibration_set):
+            calibration_table = pd.concat(
+                [
+                    prediction_table(
+                        calibration_set, p, method, self.evaluation_mode, self.input_size
+                    )
+                    for method, p in predict(calibration_set).items()
+                ]
+            )
+        name = name or checkpoints[0].stem
+        folder = unique_results_dir(self.output_dir / "results", f"{name}{self.results_append}")
+        evaluate_and_write(
+            pd.concat(test_tables, ignore_index=True),
+            calibration_table,
             folder,
+            thresholds=self.sdr_thresholds,
+            num_bins=self.uncertainty_bins,
+            alpha=self.conformal_alpha,
+            title=f"{self.dataset_name or test_set.json_path.name}: {name} on "
+            f"{len(test_set)} test images",
         )
         return folder

@@ -43,3 +43,24 @@ def save_sample_figure(
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def save_uncertainty_curves(table: pd.DataFrame, path: Path, num_bins: int = 10) -> None:
+    """Mean error per uncertainty decile (most certain first), one line per method."""
+    from inference.uncertainty import uncertainty_score
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    annotated = table[table["error_px"].notna()]
+    for method, group in annotated.groupby("method", sort=False):
+        scores = uncertainty_score(method, group["uncertainty"].to_numpy())
+        ranks = pd.Series(scores).rank(method="first").to_numpy() - 1
+        decile = np.minimum((ranks * num_bins / len(scores)).astype(int), num_bins - 1)
+        errors = group["error_px"].to_numpy(float)
+        means = [errors[decile == d].mean() for d in range(num_bins) if (decile == d).any()]
+        ax.plot(np.arange(1, len(means) + 1) * 100 / num_bins, means, marker="o", label=method)
+    ax.set_xlabel("uncertainty quantile (%), most certain first")
+    ax.set_ylabel("mean radial error (px)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
