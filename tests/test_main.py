@@ -292,3 +292,105 @@ def test_decoder_tta_and_gaussian_fit_reach_the_results(tiny_data, tmp_path, cap
         "scanner",
     ]
     assert (table["pred_x"] % 1 != 0).any()  # sub-pixel coordinates, not pixel centres
+
+
+def test_ensemble_of_two_seeds_end_to_end(tiny_data, tmp_path, capsys):
+    paths = []
+    for seed in (1, 2):
+        out = tmp_path / f"seed{seed}"
+        opts = [*tiny_opts(tiny_data, out, epochs=1), "SOLVER.SEED", str(seed)]
+        assert run_main(["--cfg", DEMO_CFG, *opts], capsys)[0] == 0
+        paths.append(str(out / "model_best.model"))
+    ensemble_dir = tmp_path / "ensemble"
+    code, err = run_main(
+        [
+            "--cfg",
+            DEMO_CFG,
+            *tiny_opts(tiny_data, ensemble_dir),
+            "TRAINER.INFERENCE_ONLY",
+            "True",
+            "INFERENCE.ENSEMBLE_INFERENCE",
+            "True",
+            "INFERENCE.ENSEMBLE_CHECKPOINTS",
+            json.dumps(paths),
+            "INFERENCE.UNCERTAINTY_SMHA_MODEL_IDX",
+            "1",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    folder = ensemble_dir / "results" / "ensemble"
+    table = pd.read_csv(folder / "predictions.csv")
+    assert list(table["method"].unique()) == ["smha", "emha", "ecpv"]
+    single = pd.read_csv(tmp_path / "seed2" / "results" / "model_best" / "predictions.csv")
+    smha = table[table["method"] == "smha"].reset_index(drop=True)
+    np.testing.assert_allclose(smha["pred_x"], single["pred_x"], atol=1e-4)
+    assert (table.loc[table["method"] == "ecpv", "uncertainty"] >= 0).all()
+    uncertainty = pd.read_csv(folder / "uncertainty_summary.csv")
+    assert list(uncertainty["method"]) == ["smha", "emha", "ecpv"]
+    assert {"spearman", "conformal_coverage", "conformal_mean_radius"} <= set(uncertainty.columns)
+
+
+def test_ensemble_with_a_different_architecture_is_refused(tiny_data, tmp_path, capsys):
+    out = tmp_path / "small"
+    assert run_main(["--cfg", DEMO_CFG, *tiny_opts(tiny_data, out, epochs=1)], capsys)[0] == 0
+    wider = tmp_path / "wider"
+    opts = [*tiny_opts(tiny_data, wider, epochs=1), "MODEL.UNET.INIT_FEATURES", "6"]
+    assert run_main(["--cfg", DEMO_CFG, *opts], capsys)[0] == 0
+    paths = [str(out / "model_best.model"), str(wider / "model_best.model")]
+    code, err = run_main(
+        [
+            "--cfg",
+            DEMO_CFG,
+            *tiny_opts(tiny_data, tmp_path / "e"),
+            "TRAINER.INFERENCE_ONLY",
+            "True",
+            "INFERENCE.ENSEMBLE_INFERENCE",
+            "True",
+            "INFERENCE.ENSEMBLE_CHECKPOINTS",
+            json.dumps(paths),
+        ],
+        capsys,
+    )
+    assert code == 2 and "wider" in err and "does not fit" in err
+
+
+def test_cross_validation_trains_every_fold_and_summarises(tmp_path, capsys):
+    data = tmp_path / "data"
+    make_synthetic_dataset(
+        data, counts=(8, 2, 4), size_range=((40, 44), (50, 54)), seed=9, unannotated_test=0
+    )
+    raw = json.loads((data / "demo.json").read_text())
+    samples = raw["training"] + raw["validation"] + raw["testing"]
+    for fold in (0, 1):
+        test = samples[fold * 4 : (fold + 1) * 4]
+        rest = [s for s in samples if s not in test]
+        (data / f"fold{fold}.json").write_text(
+            json.dumps(
+                {
+                    "name": "kites",
+                    "fold": fold,
+                    "training": rest[2:],
+                    "validation": rest[:2],
+                    "testing": test,
+                }
+            )
+        )
+    out = tmp_path / "cv"
+    opts = [
+        *tiny_opts(data, out, epochs=1),
+        "DATASET.SRC_TARGETS",
+        str(data),
+        "TRAINER.CROSS_VALIDATION",
+        "True",
+    ]
+    code, err = run_main(["--cfg", DEMO_CFG, *opts], capsys)
+    assert code == 0, err
+    for fold in (0, 1):
+        assert (out / f"fold{fold}" / f"model_best_fold{fold}.model").is_file()
+    summary = pd.read_csv(out / "cross_validation" / "summary.csv", dtype={"fold": str})
+    overall = summary[(summary["fold"] == "all") & (summary["landmark"] == "all")]
+    assert overall["n"].item() == 8 * 4
+    assert set(summary["fold"]) == {"all", "0", "1"}
+    predictions = pd.read_csv(out / "cross_validation" / "predictions.csv")
+    assert sorted(predictions["id"].unique()) == sorted(s["id"] for s in samples[:8])
