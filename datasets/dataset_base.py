@@ -245,7 +245,9 @@ class DatasetBase(Dataset):
         image = resize_image(normalise_image(loaded.pixels), self.input_size)
         return image.astype(np.float32), original_size, pixel_size
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, item: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        """``item``: an index, or ``(index, augmentation seed)`` from SeededEpochSampler."""
+        index, seed = item if isinstance(item, tuple) else (item, None)
         image, original_size, pixel_size = self._cache.get(index) or self._load(index)
         sample = self.samples[index]
         num_landmarks = self.num_landmarks
@@ -254,7 +256,8 @@ class DatasetBase(Dataset):
         else:
             coords = np.zeros((num_landmarks, 2))
         if self.augmentation is not None:
-            seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
+            if seed is None:
+                seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
             image, coords = self.augmentation(image, coords, seed)
         visible = coords_inside(coords, self.input_size) & sample.has_annotation
         return {

@@ -394,3 +394,14 @@ def test_cross_validation_trains_every_fold_and_summarises(tmp_path, capsys):
     assert set(summary["fold"]) == {"all", "0", "1"}
     predictions = pd.read_csv(out / "cross_validation" / "predictions.csv")
     assert sorted(predictions["id"].unique()) == sorted(s["id"] for s in samples[:8])
+
+
+def test_worker_processes_give_the_same_run(tiny_data, tmp_path, capsys):
+    """SAMPLER.NUM_WORKERS only changes where samples are made, not which ones."""
+    histories = []
+    for workers in (0, 2):
+        out = tmp_path / f"workers{workers}"
+        opts = [*tiny_opts(tiny_data, out), "SAMPLER.NUM_WORKERS", str(workers)]
+        assert run_main(["--cfg", DEMO_CFG, *opts], capsys)[0] == 0
+        histories.append(pd.read_csv(out / "metrics.csv")["train_loss"].tolist())
+    assert histories[0] == pytest.approx(histories[1], rel=1e-5)

@@ -24,11 +24,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 from yacs.config import CfgNode
 
 from datasets.dataset_base import DatasetBase, resolve_annotation_file
+from datasets.sampling import SeededEpochSampler
 from inference.ensemble import average_outputs, decode_methods
 from inference.evaluation import evaluate_and_write
 from inference.predictions import Predictions, prediction_table
@@ -243,10 +244,8 @@ class ModelTrainerBase(ABC):
         sampler = None
         if shuffle:
             self.sampler_generator = torch.Generator()
-            sampler = RandomSampler(
-                dataset,
-                num_samples=self.batches_per_epoch * self.batch_size,
-                generator=self.sampler_generator,
+            sampler = SeededEpochSampler(
+                len(dataset), self.batches_per_epoch * self.batch_size, self.sampler_generator
             )
         return DataLoader(
             dataset,
