@@ -294,32 +294,36 @@ def test_decoder_tta_and_gaussian_fit_reach_the_results(tiny_data, tmp_path, cap
     assert (table["pred_x"] % 1 != 0).any()  # sub-pixel coordinates, not pixel centres
 
 
+def train_tiny(tiny_data, out, capsys, *extra) -> str:
+    """Train a one-epoch model into ``out``; its best checkpoint's path."""
+    assert (
+        run_main(["--cfg", DEMO_CFG, *tiny_opts(tiny_data, out, epochs=1), *extra], capsys)[0] == 0
+    )
+    return str(out / "model_best.model")
+
+
+def run_ensemble(tiny_data, out, paths, capsys, *extra) -> tuple[int, str]:
+    ensemble = [
+        "TRAINER.INFERENCE_ONLY",
+        "True",
+        "INFERENCE.ENSEMBLE_INFERENCE",
+        "True",
+        "INFERENCE.ENSEMBLE_CHECKPOINTS",
+        json.dumps(paths),
+    ]
+    return run_main(["--cfg", DEMO_CFG, *tiny_opts(tiny_data, out), *ensemble, *extra], capsys)
+
+
 def test_ensemble_of_two_seeds_end_to_end(tiny_data, tmp_path, capsys):
-    paths = []
-    for seed in (1, 2):
-        out = tmp_path / f"seed{seed}"
-        opts = [*tiny_opts(tiny_data, out, epochs=1), "SOLVER.SEED", str(seed)]
-        assert run_main(["--cfg", DEMO_CFG, *opts], capsys)[0] == 0
-        paths.append(str(out / "model_best.model"))
-    ensemble_dir = tmp_path / "ensemble"
-    code, err = run_main(
-        [
-            "--cfg",
-            DEMO_CFG,
-            *tiny_opts(tiny_data, ensemble_dir),
-            "TRAINER.INFERENCE_ONLY",
-            "True",
-            "INFERENCE.ENSEMBLE_INFERENCE",
-            "True",
-            "INFERENCE.ENSEMBLE_CHECKPOINTS",
-            json.dumps(paths),
-            "INFERENCE.UNCERTAINTY_SMHA_MODEL_IDX",
-            "1",
-        ],
-        capsys,
+    paths = [
+        train_tiny(tiny_data, tmp_path / f"seed{seed}", capsys, "SOLVER.SEED", str(seed))
+        for seed in (1, 2)
+    ]
+    code, err = run_ensemble(
+        tiny_data, tmp_path / "ensemble", paths, capsys, "INFERENCE.UNCERTAINTY_SMHA_MODEL_IDX", "1"
     )
     assert code == 0, err
-    folder = ensemble_dir / "results" / "ensemble"
+    folder = tmp_path / "ensemble" / "results" / "ensemble"
     table = pd.read_csv(folder / "predictions.csv")
     assert list(table["method"].unique()) == ["smha", "emha", "ecpv"]
     single = pd.read_csv(tmp_path / "seed2" / "results" / "model_best" / "predictions.csv")
@@ -332,26 +336,11 @@ def test_ensemble_of_two_seeds_end_to_end(tiny_data, tmp_path, capsys):
 
 
 def test_ensemble_with_a_different_architecture_is_refused(tiny_data, tmp_path, capsys):
-    out = tmp_path / "small"
-    assert run_main(["--cfg", DEMO_CFG, *tiny_opts(tiny_data, out, epochs=1)], capsys)[0] == 0
-    wider = tmp_path / "wider"
-    opts = [*tiny_opts(tiny_data, wider, epochs=1), "MODEL.UNET.INIT_FEATURES", "6"]
-    assert run_main(["--cfg", DEMO_CFG, *opts], capsys)[0] == 0
-    paths = [str(out / "model_best.model"), str(wider / "model_best.model")]
-    code, err = run_main(
-        [
-            "--cfg",
-            DEMO_CFG,
-            *tiny_opts(tiny_data, tmp_path / "e"),
-            "TRAINER.INFERENCE_ONLY",
-            "True",
-            "INFERENCE.ENSEMBLE_INFERENCE",
-            "True",
-            "INFERENCE.ENSEMBLE_CHECKPOINTS",
-            json.dumps(paths),
-        ],
-        capsys,
-    )
+    paths = [
+        train_tiny(tiny_data, tmp_path / "small", capsys),
+        train_tiny(tiny_data, tmp_path / "wider", capsys, "MODEL.UNET.INIT_FEATURES", "6"),
+    ]
+    code, err = run_ensemble(tiny_data, tmp_path / "e", paths, capsys)
     assert code == 2 and "wider" in err and "does not fit" in err
 
 
