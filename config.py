@@ -94,7 +94,7 @@ _C.MODEL.PHDNET.CLAMP_DIST = None  # clamp displacements to this many patches; N
 # ----------------------------------------------------------------------------------------------
 _C.INFERENCE = CN()
 _C.INFERENCE.EVALUATION_MODE = "scale_heatmap_first"  # or "scale_pred_coords", "use_input_size"
-_C.INFERENCE.DECODING = "argmax"  # "argmax", "quadratic", "dark" or "local_soft_argmax"
+_C.INFERENCE.DECODING = "dark"  # "argmax" (original), "quadratic", "dark", "local_soft_argmax"
 _C.INFERENCE.FIT_GAUSS = False  # fit a 2D Gaussian at each maximum: its mean and covariance
 _C.INFERENCE.TTA_FLIP = False  # also predict the vertically flipped image and average heatmaps
 _C.INFERENCE.ENSEMBLE_INFERENCE = False  # predict with INFERENCE.ENSEMBLE_CHECKPOINTS together
