@@ -293,6 +293,8 @@ def heatmap_to_coords(
     if evaluation_mode == "scale_pred_coords":
         coords = resize_coords(coords, input_size, original_size)
         if covariance is not None:
-            scale = torch.tensor(scale_factors(input_size, original_size), dtype=coords.dtype)
+            scale = torch.tensor(
+                scale_factors(input_size, original_size), dtype=coords.dtype, device=coords.device
+            )
             covariance = covariance * scale[:, None] * scale[None, :]
     return DecodedLandmarks(coords, peak[0], covariance)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from datasets.dataset_base import DatasetBase
+from datasets.dataset_base import DatasetBase, Sample
 from utils.coordinates import resize_coords, scale_factors
 from utils.metrics import radial_errors
 from utils.results import PREDICTION_COLUMNS
@@ -43,6 +43,16 @@ class Predictions:
         return cls(**fields)
 
 
+def target_coords(
+    sample: Sample, original_size: Sequence[int], evaluation_mode: str, input_size: Sequence[int]
+) -> np.ndarray | None:
+    """The sample's annotation (K, 2) in the space predictions are made in: original-image
+    pixels, or input pixels for ``use_input_size``; None if unannotated."""
+    if sample.coords is None or evaluation_mode != "use_input_size":
+        return sample.coords
+    return resize_coords(sample.coords, original_size, input_size)
+
+
 def prediction_table(
     dataset: DatasetBase,
     predictions: Predictions,
@@ -61,10 +71,8 @@ def prediction_table(
         sample = dataset.samples[int(index)]
         original_size = tuple(int(s) for s in predictions.original_size[n])
         pixel_size = predictions.pixel_size[n]
-        target = sample.coords
+        target = target_coords(sample, original_size, evaluation_mode, input_size)
         if evaluation_mode == "use_input_size":
-            if target is not None:
-                target = resize_coords(target, original_size, input_size)
             sx, sy = scale_factors(original_size, input_size)
             pixel_size = pixel_size / np.array([sx, sy])  # mm per input pixel
         error_px = radial_errors(predictions.coords[n], target) if target is not None else None

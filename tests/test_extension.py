@@ -7,7 +7,6 @@ from torch import nn
 
 import main
 from datasets.synthetic import make_synthetic_dataset
-from inference.decoding import heatmap_to_coords
 from losses.losses import DeepSupervisionLoss, HeatmapMSELoss
 from tests.test_main import DEMO_CFG, tiny_opts
 from trainer import model_trainer_index
@@ -48,14 +47,13 @@ class TinyLabelGenerator(LabelGenerator):
 class ModelTrainerTiny(ModelTrainerBase):
     def __init__(self, cfg, dataset_class, label_generator_class) -> None:
         super().__init__(cfg, dataset_class, label_generator_class)
-        self.sigma = float(cfg.MODEL.GAUSS_SIGMA)
         self.lambda_scale = float(cfg.MODEL.HM_LAMBDA_SCALE)
 
     def initialize_network(self) -> None:
         self.network = TinyNet(1, self.num_landmarks)
 
     def initialize_label_generator(self) -> None:
-        self.label_generator = self.label_generator_class(self.sigma, self.lambda_scale)
+        self.label_generator = self.label_generator_class(self.gauss_sigma, self.lambda_scale)
 
     def initialize_optimizer_and_scheduler(self) -> None:
         self.optimizer = self.build_optimizer(self.network.parameters())
@@ -64,14 +62,9 @@ class ModelTrainerTiny(ModelTrainerBase):
         self.loss = DeepSupervisionLoss(HeatmapMSELoss(), [1.0])
 
     def get_coords_from_heatmap(self, output, original_sizes):
-        decoded = [
-            heatmap_to_coords(output[0][b], original_sizes[b].tolist(), self.evaluation_mode)
-            for b in range(len(original_sizes))
-        ]
-        return (
-            torch.stack([d.coords for d in decoded]),
-            torch.stack([d.max_activation for d in decoded]),
-        )
+        # the base decodes (B, K, h, w) heatmaps as INFERENCE.DECODING / FIT_GAUSS /
+        # EVALUATION_MODE say, with windows sized by MODEL.GAUSS_SIGMA
+        return self.decode_heatmap_batch(output[0], original_sizes)
 
 
 class ModelTrainerUNetStepLR(ModelTrainerUNet):

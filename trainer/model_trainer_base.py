@@ -24,19 +24,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+import yaml
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 from yacs.config import CfgNode
 
 from datasets.dataset_base import DatasetBase, resolve_annotation_file
 from datasets.sampling import SeededEpochSampler
+from inference.decoding import heatmap_to_coords
 from inference.ensemble import average_outputs, decode_methods
 from inference.evaluation import evaluate_and_write
-from inference.predictions import Predictions, prediction_table
+from inference.predictions import Predictions, prediction_table, target_coords
 from transforms.dataloader_transforms import build_augmentation
 from transforms.generate_labels import LabelGenerator
 from utils.checkpoints import CHECKPOINT_SUFFIX, load_checkpoint, save_checkpoint
-from utils.coordinates import resize_coords
 from utils.errors import CheckpointError, ConfigError, DataError, TrainingError
 from utils.plotting import save_training_curves
 from utils.results import unique_results_dir
@@ -80,6 +81,7 @@ class ModelTrainerBase(ABC):
         label_generator_class: type[LabelGenerator],
     ) -> None:
         self.cfg = cfg  # kept for subclasses' own keys and for checkpoints; read below only
+        self.architecture = cfg.MODEL.ARCHITECTURE
         self.dataset_class = dataset_class
         self.label_generator_class = label_generator_class
         self.output_dir = Path(cfg.OUTPUT.OUTPUT_DIR)
@@ -114,6 +116,9 @@ class ModelTrainerBase(ABC):
 
         self.evaluation_mode = cfg.INFERENCE.EVALUATION_MODE
         self.tta_flip = bool(cfg.INFERENCE.TTA_FLIP)
+        self.decoding = cfg.INFERENCE.DECODING
+        self.fit_gauss = bool(cfg.INFERENCE.FIT_GAUSS)
+        self.gauss_sigma = float(cfg.MODEL.GAUSS_SIGMA)
         self.uncertainty_bins = int(cfg.INFERENCE.UNCERTAINTY_BINS)
         self.conformal_alpha = float(cfg.INFERENCE.CONFORMAL_ALPHA)
         self.sdr_thresholds = list(cfg.INFERENCE.SDR_THRESHOLDS)
@@ -126,6 +131,8 @@ class ModelTrainerBase(ABC):
         self.loss: torch.nn.Module | None = None
         self.num_landmarks: int | None = None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.sampler_generator = torch.Generator()
+        self.landmark_ids: list[int] | None = None  # JSON indices of the model's landmarks
         self.epoch = 0  # epochs completed
         self.best_metric = math.inf
         self.best_epoch = -1
@@ -153,7 +160,7 @@ class ModelTrainerBase(ABC):
     @abstractmethod
     def get_coords_from_heatmap(
         self, output: Any, original_sizes: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, ...]:
         """Decode a batch of network outputs.
 
         Args:
@@ -164,6 +171,29 @@ class ModelTrainerBase(ABC):
             INFERENCE.EVALUATION_MODE use_input_size), an uncertainty (B, K) per landmark, and
             optionally a third item: covariances (B, K, 2, 2) in pixels² of the same image.
         """
+
+    def decode_heatmap_batch(
+        self, heatmaps: torch.Tensor, original_sizes: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        """Decode (B, K, h, w) input-resolution heatmaps as INFERENCE.EVALUATION_MODE, DECODING
+        and FIT_GAUSS say (window sizes from MODEL.GAUSS_SIGMA): a ready
+        ``get_coords_from_heatmap`` body for any heatmap-regression model."""
+        decoded = [
+            heatmap_to_coords(
+                heatmaps[b],
+                original_sizes[b].tolist(),
+                self.evaluation_mode,
+                method=self.decoding,
+                sigma=self.gauss_sigma,
+                fit_gauss=self.fit_gauss,
+            )
+            for b in range(heatmaps.shape[0])
+        ]
+        coords = torch.stack([d.coords for d in decoded])
+        max_activation = torch.stack([d.max_activation for d in decoded])
+        if self.fit_gauss:
+            return coords, max_activation, torch.stack([d.covariance for d in decoded])
+        return coords, max_activation
 
     def flip_output_back(self, output: Any) -> Any:
         """Undo a vertical flip of the input on the network's output (for INFERENCE.TTA_FLIP).
@@ -190,6 +220,7 @@ class ModelTrainerBase(ABC):
     def initialize(self, num_landmarks: int) -> None:
         """Build network, label generator, optimizer and loss for ``num_landmarks``."""
         self.num_landmarks = num_landmarks
+        self.landmark_ids = self.landmarks or list(range(num_landmarks))
         self.initialize_network()
         self.network.to(self.device)
         self.initialize_label_generator()
@@ -243,7 +274,6 @@ class ModelTrainerBase(ABC):
     def make_loader(self, dataset: DatasetBase, shuffle: bool) -> DataLoader:
         sampler = None
         if shuffle:
-            self.sampler_generator = torch.Generator()
             sampler = SeededEpochSampler(
                 len(dataset), self.batches_per_epoch * self.batch_size, self.sampler_generator
             )
@@ -312,10 +342,10 @@ class ModelTrainerBase(ABC):
             coords = self.get_coords_from_heatmap(outputs, batch["original_size"])[0]
             dataset: DatasetBase = loader.dataset
             for row, index in enumerate(batch["index"].tolist()):
-                target = dataset.samples[index].coords
-                if self.evaluation_mode == "use_input_size":
-                    size = tuple(batch["original_size"][row].tolist())
-                    target = resize_coords(target, size, self.input_size)
+                size = tuple(batch["original_size"][row].tolist())
+                target = target_coords(
+                    dataset.samples[index], size, self.evaluation_mode, self.input_size
+                )
                 errors.append(np.linalg.norm(coords[row].cpu().numpy() - target, axis=-1))
         self.network.train()
         return float(np.mean(losses)), float(np.mean(np.concatenate(errors)))
@@ -333,11 +363,7 @@ class ModelTrainerBase(ABC):
             )
         if self.network is None:
             self.initialize(train_set.num_landmarks)
-        elif train_set.num_landmarks != self.num_landmarks:
-            raise DataError(
-                f"{train_set.json_path}: {train_set.num_landmarks} landmarks, the "
-                f"checkpoint has {self.num_landmarks}"
-            )
+        self.check_landmarks(train_set)
         train_loader = self.make_loader(train_set, shuffle=True)
         val_loader = self.make_loader(val_set, shuffle=False) if val_set else None
         logger.info(
@@ -352,6 +378,11 @@ class ModelTrainerBase(ABC):
             self.save_debug_samples(train_loader)
         self.network.train()
         interactive = sys.stderr.isatty()
+        if self.epochs_without_improvement >= self.early_stop_patience:
+            logger.info(
+                "the resumed run had already stopped early (best epoch %d)", self.best_epoch
+            )
+            return
         while self.epoch < self.max_epochs:
             epoch = self.epoch
             seed_everything(self.seed * 1000 + epoch)  # a resumed run draws the same batches
@@ -382,6 +413,15 @@ class ModelTrainerBase(ABC):
             )
             if stop:
                 break
+
+    def check_landmarks(self, dataset: DatasetBase) -> None:
+        """Refuse a dataset whose landmarks (JSON indices) are not the model's."""
+        ids = dataset.landmarks or list(range(dataset.num_landmarks))
+        if self.landmark_ids is not None and ids != list(self.landmark_ids):
+            raise DataError(
+                f"{dataset.json_path}: landmarks {ids} (DATASET.LANDMARKS), but the model "
+                f"predicts landmarks {list(self.landmark_ids)}"
+            )
 
     def on_epoch_end(self, train_loss, val_loss, val_mre, lr, train_seconds, seconds) -> bool:
         """Record the epoch, save checkpoints; True when early stopping says stop."""
@@ -418,7 +458,7 @@ class ModelTrainerBase(ABC):
             samples / train_seconds,
         )
         self.save_checkpoint(self.checkpoint_path("latest"))
-        if improved:
+        if improved or not self.checkpoint_path("best").exists():  # e.g. resumed elsewhere
             self.save_checkpoint(self.checkpoint_path("best"))
         if not self.save_latest_only:
             self.save_checkpoint(self.checkpoint_path(f"ep{self.epoch}"))
@@ -472,7 +512,9 @@ class ModelTrainerBase(ABC):
         save_checkpoint(
             {
                 "config": self.cfg.dump(),
-                "architecture": self.cfg.MODEL.ARCHITECTURE,
+                "architecture": self.architecture,
+                "optimizer_name": self.optimizer_name,
+                "landmark_ids": self.landmark_ids,
                 "num_landmarks": self.num_landmarks,
                 "epoch": self.epoch,
                 "network": self.network.state_dict(),
@@ -489,10 +531,16 @@ class ModelTrainerBase(ABC):
     def load_checkpoint(self, path: str | Path, resume_training: bool) -> None:
         """Load network weights (and, to resume, optimizer, scaler, epoch and history)."""
         state = load_checkpoint(path, map_location=self.device)
-        if state.get("architecture") != self.cfg.MODEL.ARCHITECTURE:
+        if state.get("architecture") != self.architecture:
             raise CheckpointError(
                 f"{path}: trained as {state.get('architecture')!r}, but "
-                f"MODEL.ARCHITECTURE is {self.cfg.MODEL.ARCHITECTURE!r}"
+                f"MODEL.ARCHITECTURE is {self.architecture!r}"
+            )
+        trained_size = tuple(yaml.safe_load(state["config"])["SAMPLER"]["INPUT_SIZE"])
+        if trained_size != self.input_size:
+            raise CheckpointError(
+                f"{path}: trained with SAMPLER.INPUT_SIZE {list(trained_size)}, "
+                f"the config says {list(self.input_size)}"
             )
         if self.network is None:
             self.initialize(int(state["num_landmarks"]))
@@ -500,6 +548,7 @@ class ModelTrainerBase(ABC):
             raise CheckpointError(
                 f"{path}: {state['num_landmarks']} landmarks, expected {self.num_landmarks}"
             )
+        self.landmark_ids = state.get("landmark_ids")
         try:
             self.network.load_state_dict(state["network"])
         except RuntimeError as err:
@@ -508,8 +557,15 @@ class ModelTrainerBase(ABC):
                 f"({str(err).splitlines()[1].strip()})"
             ) from None
         if resume_training:
+            if state.get("optimizer_name", self.optimizer_name) != self.optimizer_name:
+                raise CheckpointError(
+                    f"{path}: trained with SOLVER.OPTIMIZER "
+                    f"{state['optimizer_name']!r}, the config says "
+                    f"{self.optimizer_name!r}"
+                )
             self.optimizer.load_state_dict(state["optimizer"])
-            self.scaler.load_state_dict(state["scaler"])
+            if self.use_amp and state["scaler"]:  # a CPU or full-precision run has no scale
+                self.scaler.load_state_dict(state["scaler"])
             self.epoch = int(state["epoch"])
             self.best_metric = float(state["best_metric"])
             self.best_epoch = int(state["best_epoch"])
@@ -578,6 +634,7 @@ class ModelTrainerBase(ABC):
         if len(test_set) == 0:
             raise DataError(f"{test_set.json_path}: the testing list is empty")
         networks = self.load_networks(checkpoints)
+        self.check_landmarks(test_set)
         predict = partial(self.predict, networks=networks, methods=methods, smha_index=smha_index)
         test_tables = [
             prediction_table(test_set, p, method, self.evaluation_mode, self.input_size)

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import logging
 
-import torch
-
-from inference.decoding import heatmap_to_coords
 from losses.losses import DeepSupervisionLoss, HeatmapMSELoss, deep_supervision_weights
 from models.unet_classic import UNet, plan_unet_features
 from trainer.model_trainer_base import ModelTrainerBase
@@ -26,10 +23,7 @@ class ModelTrainerUNet(ModelTrainerBase):
         self.supervised_levels = (
             int(cfg.SOLVER.NUM_RES_SUPERVISIONS) if cfg.SOLVER.DEEP_SUPERVISION else 1
         )
-        self.sigma = float(cfg.MODEL.GAUSS_SIGMA)
         self.lambda_scale = float(cfg.MODEL.HM_LAMBDA_SCALE)
-        self.decoding = cfg.INFERENCE.DECODING
-        self.fit_gauss = bool(cfg.INFERENCE.FIT_GAUSS)
 
     def initialize_network(self) -> None:
         try:
@@ -61,7 +55,9 @@ class ModelTrainerUNet(ModelTrainerBase):
 
     def initialize_label_generator(self) -> None:
         self.label_generator = self.label_generator_class(
-            sigma=self.sigma, num_levels=self.network.num_outputs, lambda_scale=self.lambda_scale
+            sigma=self.gauss_sigma,
+            num_levels=self.network.num_outputs,
+            lambda_scale=self.lambda_scale,
         )
 
     def initialize_optimizer_and_scheduler(self) -> None:
@@ -72,20 +68,4 @@ class ModelTrainerUNet(ModelTrainerBase):
         self.loss = DeepSupervisionLoss(HeatmapMSELoss(), weights)
 
     def get_coords_from_heatmap(self, output, original_sizes):
-        finest = output[0]
-        decoded = [
-            heatmap_to_coords(
-                finest[b],
-                original_sizes[b].tolist(),
-                self.evaluation_mode,
-                method=self.decoding,
-                sigma=self.sigma,
-                fit_gauss=self.fit_gauss,
-            )
-            for b in range(finest.shape[0])
-        ]
-        coords = torch.stack([d.coords for d in decoded])
-        max_activation = torch.stack([d.max_activation for d in decoded])
-        if self.fit_gauss:
-            return coords, max_activation, torch.stack([d.covariance for d in decoded])
-        return coords, max_activation
+        return self.decode_heatmap_batch(output[0], original_sizes)  # the finest output
