@@ -130,6 +130,10 @@ _NOT_BUILT_YET = {
     "SOLVER.REGRESS_SIGMA_LOSS_WEIGHT": "sigma regression",
     "INFERENCE.DEBUG": "inference debug figures",
     "OUTPUT.USE_COMETML_LOGGING": "Comet.ml logging",
+    "OUTPUT.COMET_API_KEY": "Comet.ml logging",
+    "OUTPUT.COMET_WORKSPACE": "Comet.ml logging",
+    "OUTPUT.COMET_PROJECT_NAME": "Comet.ml logging",
+    "OUTPUT.COMET_TAGS": "Comet.ml logging",
     "MODEL.PHDNET.BRANCH_SCHEME": "PHD-Net",
     "MODEL.PHDNET.MAXPOOL_FACTOR": "PHD-Net",
     "MODEL.PHDNET.CLASS_LABEL_SCHEME": "PHD-Net",
@@ -142,6 +146,13 @@ _CHOICES = {
     "SAMPLER.DATA_AUG_PACKAGE": ("albumentations", "imgaug"),
     "SOLVER.OPTIMIZER": ("adamw", "adam", "sgd"),
     "SOLVER.DECAY_POLICY": ("poly", None),
+    "SAMPLER.DATA_AUG": (
+        None,
+        "AffineSimple",
+        "AffineComplex",
+        "AffineComplexElastic",
+        "AffineComplexElasticLight",
+    ),
     "INFERENCE.EVALUATION_MODE": ("scale_heatmap_first", "scale_pred_coords", "use_input_size"),
     "INFERENCE.DECODING": ("argmax", "quadratic", "dark", "local_soft_argmax"),
 }
@@ -207,6 +218,13 @@ def validate_cfg(cfg: CN) -> None:
         len(pixel_size) != 2 or not all(_is_number(s) and s > 0 for s in pixel_size)
     ):
         raise ConfigError(f"DATASET.PIXEL_SIZE = {pixel_size}; give [x, y] mm per pixel, > 0")
+    landmarks = cfg.DATASET.LANDMARKS
+    if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in landmarks):
+        raise ConfigError(f"DATASET.LANDMARKS = {landmarks}; give indices 0, 1, ... or []")
+    if len(set(landmarks)) != len(landmarks):
+        raise ConfigError(f"DATASET.LANDMARKS = {landmarks} repeats an index")
+    if not all(isinstance(p, str) for p in cfg.INFERENCE.ENSEMBLE_CHECKPOINTS):
+        raise ConfigError("INFERENCE.ENSEMBLE_CHECKPOINTS must be a list of file paths")
     for key in ("SOLVER.MAX_EPOCHS", "SOLVER.MINI_BATCH_SIZE", "SOLVER.DATA_LOADER_BATCH_SIZE"):
         if not isinstance(_get(cfg, key), int) or _get(cfg, key) < 1:
             raise ConfigError(f"{key} = {_get(cfg, key)}; it must be at least 1")
@@ -227,7 +245,20 @@ def validate_cfg(cfg: CN) -> None:
     keys = cfg.INFERENCE.ENSEMBLE_UNCERTAINTY_KEYS
     if not keys or any(k not in ("smha", "emha", "ecpv") for k in keys):
         raise ConfigError(f"INFERENCE.ENSEMBLE_UNCERTAINTY_KEYS = {keys}; use smha, emha, ecpv")
-    if cfg.INFERENCE.ENSEMBLE_INFERENCE:
+    if not cfg.INFERENCE.ENSEMBLE_INFERENCE:
+        for key in (
+            "INFERENCE.ENSEMBLE_CHECKPOINTS",
+            "INFERENCE.ENSEMBLE_UNCERTAINTY_KEYS",
+            "INFERENCE.UNCERTAINTY_SMHA_MODEL_IDX",
+        ):
+            if _get(cfg, key) != _get(_C, key):
+                raise ConfigError(f"{key} is used only with INFERENCE.ENSEMBLE_INFERENCE True")
+    else:
+        if cfg.MODEL.CHECKPOINT:
+            raise ConfigError(
+                "MODEL.CHECKPOINT is not used by ensemble inference; list the "
+                "models in INFERENCE.ENSEMBLE_CHECKPOINTS"
+            )
         count = len(cfg.INFERENCE.ENSEMBLE_CHECKPOINTS)
         if count < 2:
             raise ConfigError(
@@ -242,6 +273,9 @@ def validate_cfg(cfg: CN) -> None:
                 "INFERENCE.ENSEMBLE_INFERENCE predicts with trained checkpoints: "
                 "set TRAINER.INFERENCE_ONLY True"
             )
+    if cfg.TRAINER.CROSS_VALIDATION and cfg.TRAINER.FOLD not in (-1, _C.TRAINER.FOLD):
+        raise ConfigError(f"TRAINER.CROSS_VALIDATION runs every fold; TRAINER.FOLD "
+                          f"{cfg.TRAINER.FOLD} would be ignored: leave it unset or -1")
     if cfg.TRAINER.CROSS_VALIDATION and (cfg.TRAINER.INFERENCE_ONLY or cfg.MODEL.CHECKPOINT):
         raise ConfigError(
             "TRAINER.CROSS_VALIDATION trains every fold from scratch; test folds "

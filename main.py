@@ -92,7 +92,7 @@ def cross_validate(cfg) -> None:
     then summarise all folds' test predictions (best checkpoints) together."""
     folds = fold_numbers(cfg.DATASET.SRC_TARGETS)
     output_dir = Path(cfg.OUTPUT.OUTPUT_DIR)
-    fold_results = {}
+    fold_cfgs = {}
     for fold in folds:
         fold_cfg = cfg.clone()
         fold_cfg.defrost()
@@ -100,12 +100,15 @@ def cross_validate(cfg) -> None:
         fold_cfg.TRAINER.CROSS_VALIDATION = False
         fold_cfg.OUTPUT.OUTPUT_DIR = str(output_dir / f"fold{fold}")
         fold_cfg.freeze()
+        check_output_dir(make_trainer(fold_cfg), fold_cfg)  # before any fold trains for hours
+        fold_cfgs[fold] = fold_cfg
+    fold_results = {}
+    for fold, fold_cfg in fold_cfgs.items():
+        seed_everything(fold_cfg.SOLVER.SEED)  # fold N here is the same run as TRAINER.FOLD N
         Path(fold_cfg.OUTPUT.OUTPUT_DIR).mkdir(parents=True, exist_ok=True)
         (Path(fold_cfg.OUTPUT.OUTPUT_DIR) / "config.yaml").write_text(fold_cfg.dump())
         logger.info("cross-validation: fold %d of %s", fold, folds)
-        trainer = make_trainer(fold_cfg)
-        check_output_dir(trainer, fold_cfg)
-        folders = train_and_test(trainer, None)
+        folders = train_and_test(make_trainer(fold_cfg), None)
         if folders:
             fold_results[fold] = folders[0]
     if fold_results:
@@ -177,11 +180,20 @@ def start_run_logging(cfg, args: argparse.Namespace) -> None:
     seed_everything(cfg.SOLVER.SEED)
 
 
+def one_line(err: Exception) -> str:
+    """The error's message; for one re-raised from a data-loader worker (whose message carries
+    the worker's traceback), its last line without the exception's class name."""
+    lines = [line for line in str(err).strip().splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else type(err).__name__
+    return lines[-1].split(": ", 1)[-1] if "Error: " in lines[-1] else lines[-1]
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         run(argv)
     except LannuError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(

@@ -137,6 +137,8 @@ def parse_samples(
             if not valid:
                 raise DataError(f"{where}: pixel_size must be [x, y] mm per pixel, both > 0")
             pixel_size = (float(pixel_size[0]), float(pixel_size[1]))
+        if not (root / raw["image"]).is_file():
+            raise DataError(f"{where}: image file not found: {root / raw['image']}")
         missing = [key for key in attribute_keys if key not in raw]
         if missing:
             raise DataError(f"{where}: lacks the attributes {missing} that the dataset class needs")

@@ -177,3 +177,39 @@ def test_section_type_mismatch_is_one_line(tmp_path, text):
     with pytest.raises(ConfigError) as info:
         load_cfg(write_yaml(tmp_path, text))
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("opts", "message"),
+    [
+        (["OUTPUT.COMET_API_KEY", "abc"], "not implemented yet"),
+        (["INFERENCE.ENSEMBLE_CHECKPOINTS", '["a.model", "b.model"]'], "ENSEMBLE_INFERENCE"),
+        (["SAMPLER.DATA_AUG", "Affine"], "SAMPLER.DATA_AUG"),
+        (["DATASET.LANDMARKS", "[1.0, 2]"], "DATASET.LANDMARKS"),
+        (["DATASET.LANDMARKS", "[1, 1]"], "repeats"),
+        (["TRAINER.CROSS_VALIDATION", "True", "TRAINER.FOLD", "2"], "TRAINER.FOLD"),
+        (
+            [
+                "INFERENCE.ENSEMBLE_INFERENCE",
+                "True",
+                "TRAINER.INFERENCE_ONLY",
+                "True",
+                "INFERENCE.ENSEMBLE_CHECKPOINTS",
+                '["a.model"]',
+            ],
+            "at least two",
+        ),
+        (
+            [
+                "INFERENCE.ENSEMBLE_INFERENCE",
+                "True",
+                "INFERENCE.ENSEMBLE_CHECKPOINTS",
+                '["a.model", "b.model"]',
+            ],
+            "INFERENCE_ONLY",
+        ),
+    ],
+)
+def test_values_that_would_be_ignored_are_refused(opts, message):
+    with pytest.raises(ConfigError, match=message):
+        load_cfg(None, opts)

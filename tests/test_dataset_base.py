@@ -290,13 +290,12 @@ def test_missing_image_fails_at_construction_when_caching(hand_dataset):
     assert "b.png" in str(info.value)
 
 
-def test_missing_image_fails_on_access_without_cache(hand_dataset):
+def test_missing_image_fails_at_construction_even_without_cache(hand_dataset):
+    """Found when the JSON is read, not hours later when the sample is first drawn."""
     json_path, root = hand_dataset
     (root / "img" / "b.png").unlink()
-    dataset = make(json_path, root, cache_data=False)
-    dataset[0]
-    with pytest.raises(DataError, match="sample 'b'"):
-        dataset[1]
+    with pytest.raises(DataError, match="sample 'b'.*not found"):
+        make(json_path, root, cache_data=False)
 
 
 def test_cache_and_no_cache_give_identical_items(hand_dataset):

@@ -394,3 +394,46 @@ def test_worker_processes_give_the_same_run(tiny_data, tmp_path, capsys):
         assert run_main(["--cfg", DEMO_CFG, *opts], capsys)[0] == 0
         histories.append(pd.read_csv(out / "metrics.csv")["train_loss"].tolist())
     assert histories[0] == pytest.approx(histories[1], rel=1e-5)
+
+
+def test_checkpoint_must_match_landmarks_and_input_size(tiny_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    train_tiny(tiny_data, out, capsys, "DATASET.LANDMARKS", "[0, 1]")
+    test_only = ["TRAINER.INFERENCE_ONLY", "True"]
+    code, err = run_main(
+        ["--cfg", DEMO_CFG, *tiny_opts(tiny_data, out), *test_only, "DATASET.LANDMARKS", "[2, 3]"],
+        capsys,
+    )
+    assert code == 2 and "[2, 3]" in err and "[0, 1]" in err
+    code, err = run_main(
+        [
+            "--cfg",
+            DEMO_CFG,
+            *tiny_opts(tiny_data, out),
+            *test_only,
+            "DATASET.LANDMARKS",
+            "[0, 1]",
+            "SAMPLER.INPUT_SIZE",
+            "[32, 48]",
+        ],
+        capsys,
+    )
+    assert code == 2 and "INPUT_SIZE" in err and "model_best.model" in err
+
+
+def test_error_in_a_loader_worker_is_still_one_line(tmp_path, capsys):
+    root = write_bad_dataset(tmp_path / "data", corrupt_image)
+    code, err = run_main(
+        [
+            "--cfg",
+            DEMO_CFG,
+            *tiny_opts(root, tmp_path / "out"),
+            "TRAINER.CACHE_DATA",
+            "False",
+            "SAMPLER.NUM_WORKERS",
+            "1",
+        ],
+        capsys,
+    )
+    assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert "kite_0003" in err and "Traceback" not in err
