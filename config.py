@@ -20,7 +20,7 @@ _C = CN()
 _C.DATASET = CN()
 _C.DATASET.DATASET_CLASS = "generic"  # key in datasets/dataset_index.py
 _C.DATASET.ROOT = ""  # folder that the JSON's "image" paths are relative to
-_C.DATASET.NAME = ""  # name of the dataset, shown in the log and the results table
+_C.DATASET.NAME = ""  # name of the dataset, shown in the log above each results summary
 _C.DATASET.SRC_TARGETS = ""  # the JSON file (TRAINER.FOLD = -1) or the folder of fold<N>.json
 _C.DATASET.IMAGE_MODALITY = "CMRI"  # modality (CMRI, Cephalometric, CT...), logged at start
 _C.DATASET.LANDMARKS = []  # indices into each sample's coordinate list; [] = all of them
