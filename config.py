@@ -274,8 +274,10 @@ def validate_cfg(cfg: CN) -> None:
                 "set TRAINER.INFERENCE_ONLY True"
             )
     if cfg.TRAINER.CROSS_VALIDATION and cfg.TRAINER.FOLD not in (-1, _C.TRAINER.FOLD):
-        raise ConfigError(f"TRAINER.CROSS_VALIDATION runs every fold; TRAINER.FOLD "
-                          f"{cfg.TRAINER.FOLD} would be ignored: leave it unset or -1")
+        raise ConfigError(
+            f"TRAINER.CROSS_VALIDATION runs every fold; TRAINER.FOLD "
+            f"{cfg.TRAINER.FOLD} would be ignored: leave it unset or -1"
+        )
     if cfg.TRAINER.CROSS_VALIDATION and (cfg.TRAINER.INFERENCE_ONLY or cfg.MODEL.CHECKPOINT):
         raise ConfigError(
             "TRAINER.CROSS_VALIDATION trains every fold from scratch; test folds "
