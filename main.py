@@ -15,6 +15,7 @@ from config import load_cfg
 from datasets.dataset_base import DatasetBase, read_dataset_json
 from datasets.dataset_index import get_dataset_class
 from inference.cross_validation import fold_numbers, summarise_cross_validation
+from inference.predictor import run_inference
 from trainer.model_trainer_base import ModelTrainerBase, seed_everything
 from trainer.model_trainer_index import get_trainer_class
 from transforms.label_generator_index import get_label_generator_class
@@ -53,7 +54,7 @@ def train_and_test(trainer: ModelTrainerBase, checkpoint: str | None) -> list[Pa
         return []
     test_set, calibration_set = evaluation_sets(trainer)
     return [
-        trainer.run_inference([trainer.checkpoint_path(kind)], test_set, calibration_set)
+        run_inference(trainer, [trainer.checkpoint_path(kind)], test_set, calibration_set)
         for kind in ("best", "latest")
     ]
 
@@ -62,13 +63,14 @@ def test_only(trainer: ModelTrainerBase, checkpoints: list[Path]) -> None:
     """Test each checkpoint on the testing list, each with its own results folder."""
     test_set, calibration_set = evaluation_sets(trainer)
     for path in checkpoints:
-        trainer.run_inference([path], test_set, calibration_set)
+        run_inference(trainer, [path], test_set, calibration_set)
 
 
 def test_ensemble(trainer: ModelTrainerBase, cfg) -> None:
     """INFERENCE.ENSEMBLE_INFERENCE: all checkpoints together, one results folder."""
     test_set, calibration_set = evaluation_sets(trainer)
-    trainer.run_inference(
+    run_inference(
+        trainer,
         [Path(p) for p in cfg.INFERENCE.ENSEMBLE_CHECKPOINTS],
         test_set,
         calibration_set,

@@ -8,7 +8,6 @@ The config is read here, in the constructor; everything below it gets plain valu
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import random
@@ -17,7 +16,6 @@ import sys
 import time
 from abc import ABC, abstractmethod
 from contextlib import nullcontext
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +30,13 @@ from yacs.config import CfgNode
 from datasets.dataset_base import DatasetBase, resolve_annotation_file
 from datasets.sampling import SeededEpochSampler
 from inference.decoding import heatmap_to_coords
-from inference.ensemble import average_outputs, decode_methods
-from inference.evaluation import evaluate_and_write
-from inference.predictions import Predictions, prediction_table, target_coords
+from inference.ensemble import average_outputs
+from inference.predictions import target_coords
 from transforms.dataloader_transforms import build_augmentation
 from transforms.generate_labels import LabelGenerator
 from utils.checkpoints import CHECKPOINT_SUFFIX, load_checkpoint, save_checkpoint
 from utils.errors import CheckpointError, ConfigError, DataError, TrainingError
 from utils.plotting import save_training_curves
-from utils.results import unique_results_dir
 
 logger = logging.getLogger(__name__)
 
@@ -574,92 +570,3 @@ class ModelTrainerBase(ABC):
             logger.info("resuming %s after epoch %d", path, self.epoch)
 
     # ------------------------------------------------------------------ inference
-    @torch.no_grad()
-    def predict(
-        self,
-        dataset: DatasetBase,
-        networks: list[torch.nn.Module] | None = None,
-        methods: tuple[str, ...] = ("smha",),
-        smha_index: int = 0,
-    ) -> dict[str, Predictions]:
-        """Predictions of every sample of ``dataset`` for each method, in the space of
-        EVALUATION_MODE. One network gives ``smha``; several also ``emha`` and ``ecpv``
-        (see inference/ensemble.py)."""
-        networks = networks or [self.network]
-        for network in networks:
-            network.eval()
-        parts: dict[str, list[Predictions]] = {method: [] for method in methods}
-        loader = self.make_loader(dataset, shuffle=False)
-        for batch in tqdm(loader, desc="predicting", leave=False, disable=None):
-            images = batch["image"].to(self.device)
-            outputs = [self.inference_forward(images, network) for network in networks]
-            decoded = decode_methods(
-                outputs, batch["original_size"], self.get_coords_from_heatmap, methods, smha_index
-            )
-            for method, (coords, uncertainty, covariance) in decoded.items():
-                parts[method].append(
-                    Predictions(
-                        coords=coords.float().cpu().numpy(),
-                        uncertainty=uncertainty.float().cpu().numpy(),
-                        index=batch["index"].numpy(),
-                        original_size=batch["original_size"].numpy(),
-                        pixel_size=batch["pixel_size"].numpy(),
-                        covariance=None if covariance is None else covariance.float().cpu().numpy(),
-                    )
-                )
-        for network in networks:
-            network.train()
-        return {method: Predictions.concatenate(chunks) for method, chunks in parts.items()}
-
-    def load_networks(self, checkpoints: list[Path]) -> list[torch.nn.Module]:
-        """Each checkpoint's network, loaded once and kept in memory (same architecture)."""
-        networks = []
-        for path in checkpoints:
-            self.load_checkpoint(path, resume_training=False)
-            networks.append(copy.deepcopy(self.network))
-        return networks
-
-    def run_inference(
-        self,
-        checkpoints: list[Path],
-        test_set: DatasetBase,
-        calibration_set: DatasetBase | None = None,
-        methods: tuple[str, ...] = ("smha",),
-        smha_index: int = 0,
-        name: str | None = None,
-    ) -> Path:
-        """Predict ``test_set`` with one checkpoint (method smha) or an ensemble (``methods``),
-        calibrate the uncertainty on ``calibration_set`` if given, write the results to
-        ``OUTPUT_DIR/results/<name><RESULTS_CSV_APPEND>`` and return that folder."""
-        if len(test_set) == 0:
-            raise DataError(f"{test_set.json_path}: the testing list is empty")
-        networks = self.load_networks(checkpoints)
-        self.check_landmarks(test_set)
-        predict = partial(self.predict, networks=networks, methods=methods, smha_index=smha_index)
-        test_tables = [
-            prediction_table(test_set, p, method, self.evaluation_mode, self.input_size)
-            for method, p in predict(test_set).items()
-        ]
-        calibration_table = None
-        if calibration_set is not None and len(calibration_set):
-            calibration_table = pd.concat(
-                [
-                    prediction_table(
-                        calibration_set, p, method, self.evaluation_mode, self.input_size
-                    )
-                    for method, p in predict(calibration_set).items()
-                ]
-            )
-        name = name or checkpoints[0].stem
-        folder = unique_results_dir(self.output_dir / "results", f"{name}{self.results_append}")
-        evaluate_and_write(
-            pd.concat(test_tables, ignore_index=True),
-            calibration_table,
-            folder,
-            thresholds=self.sdr_thresholds,
-            num_bins=self.uncertainty_bins,
-            alpha=self.conformal_alpha,
-            title=f"{self.dataset_name or test_set.json_path.name}: {name} on "
-            f"{len(test_set)} test images",
-        )
-        return folder
