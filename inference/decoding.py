@@ -269,7 +269,8 @@ def heatmap_to_coords(
         evaluation_mode: ``scale_heatmap_first`` (bicubic upsampling to (H, W), then decode),
             ``scale_pred_coords`` (decode at (h, w), then map the point to (H, W)) or
             ``use_input_size`` (decode at (h, w); coordinates stay in input pixels).
-        method: one of DECODERS; ignored when ``fit_gauss`` (the fitted mean is the coordinate).
+        method: one of DECODERS; ignored when ``fit_gauss``: then the mean of a Gaussian fitted
+            at input resolution is the coordinate, in every mode mapped like a point.
         sigma: the target Gaussian's sigma in input pixels.
     Returns:
         coordinates in pixels of the original image (of the input for use_input_size).
@@ -281,16 +282,20 @@ def heatmap_to_coords(
     input_size = tuple(heatmap.shape[-2:])
     maps = heatmap[None].float()
     _, peak = heatmap_argmax(maps)
-    if evaluation_mode == "scale_heatmap_first":
-        maps = resize_heatmaps(maps, original_size)
-        sigma = sigma * max(scale_factors(input_size, original_size))
     covariance = None
     if fit_gauss:
+        # Fitted at input resolution in every mode: bicubic upsampling adds no information to
+        # the fit, only pixels (it cost ~10 ms per landmark at 1340 x 1671, 0.2 ms here).
         fit = fit_gaussian(maps, sigma)
         coords, covariance = fit.mean[0], fit.covariance[0]
     else:
+        if evaluation_mode == "scale_heatmap_first":
+            maps = resize_heatmaps(maps, original_size)
+            sigma = sigma * max(scale_factors(input_size, original_size))
         coords = decode_heatmaps(maps, method, sigma)[0][0]
-    if evaluation_mode == "scale_pred_coords":
+        if evaluation_mode == "scale_heatmap_first":
+            return DecodedLandmarks(coords, peak[0])
+    if evaluation_mode != "use_input_size":
         coords = resize_coords(coords, input_size, original_size)
         if covariance is not None:
             scale = torch.tensor(
