@@ -437,3 +437,12 @@ def test_error_in_a_loader_worker_is_still_one_line(tmp_path, capsys):
     )
     assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
     assert "kite_0003" in err and "Traceback" not in err
+
+
+def test_sampler_debug_saves_augmented_samples(tiny_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    train_tiny(tiny_data, out, capsys, "SAMPLER.DEBUG", "True")
+    pictures = sorted(p.name for p in (out / "debug").glob("*.png"))
+    assert pictures == [f"training_sample_{i}.png" for i in range(4)]
+    with Image.open(out / "debug" / pictures[0]) as picture:
+        assert picture.width > 100 and picture.height > 100

@@ -49,7 +49,7 @@ class LabelGenerator(ABC):
         self, image: np.ndarray, landmarks: np.ndarray, labels: Sequence[np.ndarray], path: Path
     ) -> None:
         """Save a PNG of one sample: ``image`` (H, W), its ``landmarks`` (K, 2) x,y in input
-        pixels, and ``labels[0]`` (K, H, W) summed over landmarks on top."""
+        pixels, and the maximum over landmarks of ``labels[0]`` (K, H, W) on top."""
         from utils.plotting import save_sample_figure
 
         save_sample_figure(image, landmarks, np.asarray(labels[0]).max(axis=0), path)
