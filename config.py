@@ -74,7 +74,7 @@ _C.TRAINER.DEVICE = "auto"  # "auto" (CUDA when available), "cpu", "cuda" or "cu
 # ----------------------------------------------------------------------------------------------
 _C.MODEL = CN()
 _C.MODEL.ARCHITECTURE = "U-Net"  # key in trainer/model_trainer_index.py
-_C.MODEL.GAUSS_SIGMA = 4.0  # sigma of the target Gaussian, in pixels of the input image
+_C.MODEL.GAUSS_SIGMA = 4.0  # target Gaussian sigma: input pixels (U-Net), patches (PHD-Net)
 _C.MODEL.HM_LAMBDA_SCALE = 100.0  # peak value of the target heatmaps (background is 0)
 _C.MODEL.CHECKPOINT = None  # checkpoint to resume training from, or to predict with
 
@@ -134,12 +134,6 @@ _NOT_BUILT_YET = {
     "OUTPUT.COMET_WORKSPACE": "Comet.ml logging",
     "OUTPUT.COMET_PROJECT_NAME": "Comet.ml logging",
     "OUTPUT.COMET_TAGS": "Comet.ml logging",
-    "MODEL.PHDNET.BRANCH_SCHEME": "PHD-Net",
-    "MODEL.PHDNET.MAXPOOL_FACTOR": "PHD-Net",
-    "MODEL.PHDNET.CLASS_LABEL_SCHEME": "PHD-Net",
-    "MODEL.PHDNET.WEIGHT_DISP_LOSS_BY_HEATMAP": "PHD-Net",
-    "MODEL.PHDNET.LOG_TRANSFORM_DISPLACEMENTS": "PHD-Net",
-    "MODEL.PHDNET.CLAMP_DIST": "PHD-Net",
 }
 
 _CHOICES = {
@@ -155,6 +149,8 @@ _CHOICES = {
     ),
     "INFERENCE.EVALUATION_MODE": ("scale_heatmap_first", "scale_pred_coords", "use_input_size"),
     "INFERENCE.DECODING": ("argmax", "quadratic", "dark", "local_soft_argmax"),
+    "MODEL.PHDNET.BRANCH_SCHEME": ("multi", "heatmap", "displacement"),
+    "MODEL.PHDNET.CLASS_LABEL_SCHEME": ("gaussian", "binary", "binary_weighted"),
 }
 
 
@@ -234,6 +230,11 @@ def validate_cfg(cfg: CN) -> None:
         raise ConfigError("SOLVER.WARMUP_EPOCHS must be 0 or more")
     if cfg.SOLVER.NUM_RES_SUPERVISIONS < 1:
         raise ConfigError("SOLVER.NUM_RES_SUPERVISIONS must be at least 1")
+    if not 1 <= cfg.MODEL.PHDNET.MAXPOOL_FACTOR <= 6:
+        raise ConfigError("MODEL.PHDNET.MAXPOOL_FACTOR must be between 1 and 6")
+    clamp = cfg.MODEL.PHDNET.CLAMP_DIST
+    if clamp is not None and (not _is_number(clamp) or clamp <= 0):
+        raise ConfigError(f"MODEL.PHDNET.CLAMP_DIST = {clamp!r}; give a distance > 0 or None")
     if cfg.MODEL.GAUSS_SIGMA <= 0:
         raise ConfigError(f"MODEL.GAUSS_SIGMA = {cfg.MODEL.GAUSS_SIGMA}; it must be > 0")
     if not isinstance(cfg.TRAINER.FOLD, int) or cfg.TRAINER.FOLD < -1:

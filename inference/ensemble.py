@@ -13,8 +13,11 @@ ENSEMBLE_METHODS = ("smha", "emha", "ecpv")
 
 
 def average_outputs(outputs: Sequence[Any]) -> Any:
-    """Element-wise mean of network outputs of the same structure (tensors or lists of them)."""
+    """Element-wise mean of network outputs of the same structure (tensors, or lists, tuples or
+    dicts of them)."""
     first = outputs[0]
+    if isinstance(first, dict):
+        return {key: average_outputs([o[key] for o in outputs]) for key in first}
     if isinstance(first, list | tuple):
         return type(first)(average_outputs([o[i] for o in outputs]) for i in range(len(first)))
     return torch.stack([o.float() for o in outputs]).mean(dim=0)

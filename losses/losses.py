@@ -38,3 +38,54 @@ class DeepSupervisionLoss(nn.Module):
         return sum(
             w * self.loss(o, t) for w, o, t in zip(self.weights, outputs, targets, strict=True)
         )
+
+
+class PHDNetLoss(nn.Module):
+    """Heatmap loss plus displacement MSE, for PHD-Net's dict outputs and targets.
+
+    Heatmap: MSE on the raw output for ``gaussian`` targets; BCE-with-logits for ``binary``, and
+    for ``binary_weighted`` with the one positive patch weighted by the number of negatives.
+    Displacement: squared error of both components per patch, averaged with weights that are
+    the target heatmap (``weight_by_heatmap``) or uniform, over visible landmarks only.
+    Branches missing from the output are skipped.
+    """
+
+    def __init__(self, class_label_scheme: str = "gaussian", weight_by_heatmap: bool = True):
+        super().__init__()
+        self.class_label_scheme = class_label_scheme
+        self.weight_by_heatmap = weight_by_heatmap
+
+    def heatmap_loss(self, logits: torch.Tensor, target: torch.Tensor, visible: torch.Tensor):
+        mask = visible[..., None, None].expand_as(target)
+        if self.class_label_scheme == "gaussian":
+            return (((logits.float() - target) ** 2) * mask).sum() / mask.sum().clamp_min(1)
+        pos_weight = None
+        if self.class_label_scheme == "binary_weighted":
+            pos_weight = torch.tensor(
+                target.shape[-2] * target.shape[-1] - 1.0, device=target.device
+            )
+        losses = nn.functional.binary_cross_entropy_with_logits(
+            logits.float(), target, pos_weight=pos_weight, reduction="none"
+        )
+        return (losses * mask).sum() / mask.sum().clamp_min(1)
+
+    def displacement_loss(self, predicted, target, heatmap, visible):
+        squared = ((predicted.float() - target) ** 2).sum(dim=2)  # (B, K, h, w)
+        weights = heatmap if self.weight_by_heatmap else torch.ones_like(heatmap)
+        weights = weights * visible[..., None, None]
+        return (squared * weights).sum() / weights.sum().clamp_min(1e-6)
+
+    def forward(self, outputs: dict, targets: dict) -> torch.Tensor:
+        loss = torch.zeros((), device=targets["heatmap"].device)
+        if "heatmap" in outputs:
+            loss = loss + self.heatmap_loss(
+                outputs["heatmap"], targets["heatmap"], targets["visible"]
+            )
+        if "displacement" in outputs:
+            loss = loss + self.displacement_loss(
+                outputs["displacement"],
+                targets["displacement"],
+                targets["heatmap"],
+                targets["visible"],
+            )
+        return loss

@@ -105,7 +105,7 @@ def test_yaml_not_a_mapping_names_file(tmp_path):
     ("key", "value"),
     [
         ("SOLVER.REGRESS_SIGMA", "True"),
-        ("MODEL.PHDNET.BRANCH_SCHEME", "heatmap"),
+        ("SOLVER.LOSS_FUNCTION", "awl"),
         ("OUTPUT.USE_COMETML_LOGGING", "True"),
         ("SAMPLER.SAMPLE_MODE", "patch_bias"),
     ],
@@ -122,7 +122,7 @@ def test_not_built_option_at_default_is_fine(tmp_path):
 
 
 def test_not_built_option_refused_from_yaml(tmp_path):
-    path = write_yaml(tmp_path, "MODEL:\n  PHDNET:\n    BRANCH_SCHEME: heatmap\n")
+    path = write_yaml(tmp_path, "SOLVER:\n  REGRESS_SIGMA: True\n")
     with pytest.raises(ConfigError, match="not implemented yet"):
         load_cfg(path)
 

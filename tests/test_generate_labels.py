@@ -136,5 +136,5 @@ def test_label_generator_is_abstract():
 
 def test_label_generator_index():
     assert get_label_generator_class("U-Net") is UNetLabelGenerator
-    with pytest.raises(ConfigError, match="'U-Net'"):
-        get_label_generator_class("PHD-Net")
+    with pytest.raises(ConfigError, match="'PHD-Net', 'U-Net'"):
+        get_label_generator_class("UNet")

@@ -56,6 +56,25 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def flip_vertically(output: Any) -> Any:
+    """Every tensor of a (nested list, tuple or dict of) tensor(s) upside down (dim -2)."""
+    if isinstance(output, dict):
+        return {key: flip_vertically(value) for key, value in output.items()}
+    if isinstance(output, list | tuple):
+        return type(output)(flip_vertically(value) for value in output)
+    return output.flip(-2)
+
+
+def select_sample(batch_output: Any, row: int) -> Any:
+    """Row ``row`` of every tensor in a (nested list, tuple or dict of) batched tensor(s), as
+    NumPy arrays."""
+    if isinstance(batch_output, dict):
+        return {key: select_sample(value, row) for key, value in batch_output.items()}
+    if isinstance(batch_output, list | tuple):
+        return type(batch_output)(select_sample(value, row) for value in batch_output)
+    return batch_output[row].float().cpu().numpy()
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (all devices)."""
     random.seed(seed)
@@ -169,18 +188,18 @@ class ModelTrainerBase(ABC):
         """
 
     def decode_heatmap_batch(
-        self, heatmaps: torch.Tensor, original_sizes: torch.Tensor
+        self, heatmaps: torch.Tensor, original_sizes: torch.Tensor, sigma: float | None = None
     ) -> tuple[torch.Tensor, ...]:
         """Decode (B, K, h, w) input-resolution heatmaps as INFERENCE.EVALUATION_MODE, DECODING
-        and FIT_GAUSS say (window sizes from MODEL.GAUSS_SIGMA): a ready
-        ``get_coords_from_heatmap`` body for any heatmap-regression model."""
+        and FIT_GAUSS say, with decoder windows for peaks of ``sigma`` input pixels (default
+        MODEL.GAUSS_SIGMA): a ready ``get_coords_from_heatmap`` body for heatmap models."""
         decoded = [
             heatmap_to_coords(
                 heatmaps[b],
                 original_sizes[b].tolist(),
                 self.evaluation_mode,
                 method=self.decoding,
-                sigma=self.gauss_sigma,
+                sigma=self.gauss_sigma if sigma is None else sigma,
                 fit_gauss=self.fit_gauss,
             )
             for b in range(heatmaps.shape[0])
@@ -197,9 +216,7 @@ class ModelTrainerBase(ABC):
         The default flips every (B, K, H, W) heatmap of a tensor or list of them upside down,
         which is exact in the project's convention (y -> H - 1 - y maps pixel centres onto pixel
         centres). Override for outputs that are not heatmaps (e.g. displacements)."""
-        if isinstance(output, list | tuple):
-            return type(output)(self.flip_output_back(o) for o in output)
-        return output.flip(-2)
+        return flip_vertically(output)
 
     def inference_forward(self, images: torch.Tensor, network: torch.nn.Module | None = None):
         """``network``'s (default: ``self.network``) output for a batch; with TTA_FLIP, averaged
@@ -481,7 +498,7 @@ class ModelTrainerBase(ABC):
             self.label_generator.debug_sample(
                 batch["image"][row, 0].numpy(),
                 batch["coords"][row].numpy(),
-                [level[row].float().cpu().numpy() for level in labels],
+                select_sample(labels, row),
                 folder / f"training_sample_{row}.png",
             )
         logger.info(

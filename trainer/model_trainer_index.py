@@ -1,15 +1,17 @@
 """MODEL.ARCHITECTURE → model-trainer class. Register your own trainer here."""
 
 from trainer.model_trainer_base import ModelTrainerBase
+from trainer.model_trainer_phdnet import ModelTrainerPHDNet
 from trainer.model_trainer_unet import ModelTrainerUNet
 from utils.errors import ConfigError
 
 MODEL_TRAINER_INDEX: dict[str, type[ModelTrainerBase]] = {
     "U-Net": ModelTrainerUNet,
+    "PHD-Net": ModelTrainerPHDNet,
 }
 
 # Architectures of the original design that a later version adds.
-NOT_BUILT_YET = {"PHD-Net"}
+NOT_BUILT_YET: set[str] = set()
 
 
 def get_trainer_class(architecture: str) -> type[ModelTrainerBase]:

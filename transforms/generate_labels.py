@@ -108,3 +108,92 @@ class UNetLabelGenerator(LabelGenerator):
             heatmaps = gaussian_heatmaps(centres, self.sigma / 2**level, size, self.lambda_scale)
             labels.append(heatmaps * visible)
         return labels
+
+
+CLASS_LABEL_SCHEMES = ("gaussian", "binary", "binary_weighted")
+
+
+def encode_displacement(
+    displacement: torch.Tensor, log_transform: bool, clamp: float | None
+) -> torch.Tensor:
+    """Clamp each component to ±``clamp`` patches, then optionally ``sign(d)·log(1 + |d|)``."""
+    if clamp is not None:
+        displacement = displacement.clamp(-clamp, clamp)
+    if log_transform:
+        displacement = torch.sign(displacement) * torch.log1p(displacement.abs())
+    return displacement
+
+
+def decode_displacement(encoded: torch.Tensor, log_transform: bool) -> torch.Tensor:
+    """Undo :func:`encode_displacement`'s log transform (a clamp cannot be undone)."""
+    return torch.sign(encoded) * torch.expm1(encoded.abs()) if log_transform else encoded
+
+
+class PHDNetLabelGenerator(LabelGenerator):
+    """PHD-Net targets on the patch grid of a (H, W) input with square patches of ``patch_size``.
+
+    A patch (i, j) covers input pixels [i·p, (i+1)·p) in x; its centre is the patch-grid point
+    (i, j), i.e. input pixel (i + 0.5)·p − 0.5 (utils/coordinates.py's resize mapping). Returns
+    a dict: ``heatmap`` (B, K, h, w): a Gaussian of ``sigma`` patches at the landmark's sub-patch
+    position (``gaussian``, peak 1) or 1 at the landmark's patch (``binary``,
+    ``binary_weighted``); ``displacement`` (B, K, 2, h, w): landmark − patch centre in patches,
+    clamped and log-transformed as configured; ``visible`` (B, K).
+    """
+
+    def __init__(
+        self,
+        patch_size: int,
+        sigma: float,
+        class_label_scheme: str = "gaussian",
+        log_transform: bool = True,
+        clamp_dist: float | None = None,
+    ) -> None:
+        if class_label_scheme not in CLASS_LABEL_SCHEMES:
+            raise ValueError(f"class_label_scheme must be one of {CLASS_LABEL_SCHEMES}")
+        self.patch_size = int(patch_size)
+        self.sigma = float(sigma)
+        self.class_label_scheme = class_label_scheme
+        self.log_transform = log_transform
+        self.clamp_dist = clamp_dist
+
+    def grid_size(self, image_size: Sequence[int]) -> tuple[int, int]:
+        return int(image_size[0]) // self.patch_size, int(image_size[1]) // self.patch_size
+
+    def generate_labels(self, landmarks, landmarks_in_indicator, image_size, x_y_corner_patch=None):
+        coords = landmarks.float()
+        if x_y_corner_patch is not None:
+            coords = coords - x_y_corner_patch[:, None, :].to(coords)
+        coords = torch.nan_to_num(coords, nan=-1e4)
+        visible = landmarks_in_indicator.to(coords)
+        grid = self.grid_size(image_size)
+        in_patches = resize_coords(coords, tuple(int(s) for s in image_size), grid)  # (B, K, 2)
+        ys = torch.arange(grid[0], device=coords.device, dtype=coords.dtype)
+        xs = torch.arange(grid[1], device=coords.device, dtype=coords.dtype)
+        if self.class_label_scheme == "gaussian":
+            heatmap = gaussian_heatmaps(in_patches, self.sigma, grid)
+        else:  # 1 on the patch that contains the landmark
+            nearest = torch.round(in_patches)
+            heatmap = (
+                (ys[:, None] == nearest[..., 1, None, None])
+                & (xs[None, :] == nearest[..., 0, None, None])
+            ).to(coords)
+        dx = in_patches[..., 0, None, None] - xs[None, None, None, :]  # (B, K, 1, w)
+        dy = in_patches[..., 1, None, None] - ys[None, None, :, None]  # (B, K, h, 1)
+        displacement = torch.stack(
+            [dx.expand(-1, -1, grid[0], -1), dy.expand(-1, -1, -1, grid[1])], dim=2
+        )
+        displacement = encode_displacement(displacement, self.log_transform, self.clamp_dist)
+        return {
+            "heatmap": heatmap * visible[..., None, None],
+            "displacement": displacement * visible[..., None, None, None],
+            "visible": visible,
+        }
+
+    def debug_sample(self, image, landmarks, labels, path) -> None:
+        import torch.nn.functional as F
+
+        from utils.plotting import save_sample_figure
+
+        heatmap = torch.as_tensor(np.asarray(labels["heatmap"]))[None]
+        upsampled = F.interpolate(heatmap, size=image.shape, mode="nearest")[0]
+        save_sample_figure(image, landmarks, upsampled.max(dim=0).values.numpy(), path)

@@ -1,10 +1,11 @@
 """MODEL.ARCHITECTURE → label generator class. Register your own generator here."""
 
-from transforms.generate_labels import LabelGenerator, UNetLabelGenerator
+from transforms.generate_labels import LabelGenerator, PHDNetLabelGenerator, UNetLabelGenerator
 from utils.errors import ConfigError
 
 LABEL_GENERATOR_INDEX: dict[str, type[LabelGenerator]] = {
     "U-Net": UNetLabelGenerator,
+    "PHD-Net": PHDNetLabelGenerator,
 }
 
 
