@@ -4,7 +4,7 @@ from datasets.dataset_aspire import DatasetAspire
 from datasets.dataset_base import DatasetBase
 from datasets.dataset_generic import DatasetGeneric
 from datasets.dataset_synthetic import DatasetSyntheticDemo
-from utils.errors import ConfigError
+from utils.registry import look_up
 
 DATASET_INDEX: dict[str, type[DatasetBase]] = {
     "generic": DatasetGeneric,
@@ -15,9 +15,4 @@ DATASET_INDEX: dict[str, type[DatasetBase]] = {
 
 def get_dataset_class(name: str) -> type[DatasetBase]:
     """The class registered under ``name``; an unknown name lists the valid ones."""
-    if name not in DATASET_INDEX:
-        raise ConfigError(
-            f"Unknown DATASET.DATASET_CLASS {name!r}; available: {sorted(DATASET_INDEX)} "
-            "(register new ones in datasets/dataset_index.py)"
-        )
-    return DATASET_INDEX[name]
+    return look_up(DATASET_INDEX, name, "DATASET.DATASET_CLASS", "datasets/dataset_index.py")
