@@ -39,7 +39,7 @@ def summarise_cross_validation(
     (``fold`` = all) and per fold, into predictions.csv, summary.csv and results.xlsx."""
     tables = []
     for fold, folder in fold_results.items():
-        table = pd.read_csv(folder / "predictions.csv")
+        table = pd.read_csv(folder / "predictions.csv", dtype={"id": str})  # keep "007"
         table.insert(0, "fold", fold)
         tables.append(table)
     predictions = pd.concat(tables, ignore_index=True)

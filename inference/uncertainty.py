@@ -11,8 +11,9 @@ predictions) whose errors are known:
 - quantile bins (Schobs et al., TMI 2023): bin edges at the calibration scores' quantiles; each
   bin's error bound is the (1 - alpha) quantile of its calibration errors;
 - split-conformal regions: nonconformity ``error / scale(bin)``, with ``scale`` the bin's mean
-  calibration error, pooled over landmarks; the radius ``q * scale`` with ``q`` the conformal
-  quantile covers the true landmark with probability >= 1 - alpha for exchangeable data.
+  error on one half of the calibration predictions, pooled over landmarks; ``q``, the conformal
+  quantile of the other half's scores, makes the radius ``q * scale`` cover the true landmark
+  with probability >= 1 - alpha for exchangeable data.
 """
 
 from __future__ import annotations
@@ -60,28 +61,31 @@ class UncertaintyCalibration:
 
     def __init__(self, scores: np.ndarray, errors: np.ndarray, num_bins: int, alpha: float):
         scores, errors = np.asarray(scores, float), np.asarray(errors, float)
-        num_bins = max(1, min(num_bins, len(scores) // 2))
+        num_bins = max(1, min(num_bins, len(scores) // 4))
         self.alpha = alpha
-        self.edges = np.quantile(scores, np.linspace(0, 1, num_bins + 1)[1:-1])
-        calibration_bins = self.assign_bins(scores)
+        # Split-conformal needs the scale to be fitted on other data than the quantile: bins and
+        # scales come from every other prediction, the quantile from the rest.
+        fit, hold_out = np.arange(len(scores)) % 2 == 0, np.arange(len(scores)) % 2 == 1
+        self.edges = np.quantile(scores[fit], np.linspace(0, 1, num_bins + 1)[1:-1])
+        fit_bins = self.assign_bins(scores[fit])
+        fit_errors = errors[fit]
         self.bin_mean_error = np.array(
             [
-                errors[calibration_bins == b].mean()
-                if (calibration_bins == b).any()
-                else errors.mean()
+                fit_errors[fit_bins == b].mean() if (fit_bins == b).any() else fit_errors.mean()
                 for b in range(num_bins)
             ]
         )
+        all_bins = self.assign_bins(scores)
         self.bin_bound = np.array(
             [
-                np.quantile(errors[calibration_bins == b], 1 - alpha)
-                if (calibration_bins == b).any()
+                np.quantile(errors[all_bins == b], 1 - alpha)
+                if (all_bins == b).any()
                 else np.quantile(errors, 1 - alpha)
                 for b in range(num_bins)
             ]
         )
-        scale = np.maximum(self.bin_mean_error[calibration_bins], 1e-12)
-        self.quantile = conformal_quantile(errors / scale, alpha)
+        scale = np.maximum(self.bin_mean_error[self.assign_bins(scores[hold_out])], 1e-12)
+        self.quantile = conformal_quantile(errors[hold_out] / scale, alpha)
 
     @property
     def num_bins(self) -> int:

@@ -169,3 +169,28 @@ def test_phdnet_trains_and_predicts_end_to_end(tmp_path):
     table = pd.read_csv(out / "results" / "model_best" / "predictions.csv")
     assert len(table) == 3 * 4 and table["pred_x"].notna().all()
     assert (table["uncertainty"] >= 0).all()
+
+
+def test_candidate_smoothing_with_a_one_hot_patch_heatmap():
+    landmark = (21.3, 13.7)
+    labels = targets([list(landmark)], scheme="binary")
+    smoothed = candidate_smoothing(
+        labels["heatmap"],
+        labels["displacement"],
+        SIZE,
+        vote_sigma=4.0,
+        weight_votes_by_heatmap=True,
+    )
+    coords, _ = heatmap_argmax(smoothed)
+    assert (coords[0, 0] - torch.tensor(landmark)).norm() < 1.0
+
+
+def test_broken_or_clamped_votes_are_dropped():
+    votes = splat_votes(
+        torch.tensor([[[1.5, 1.5], [float("nan"), 2.0], [float("inf"), 1.0]]]), (4, 4)
+    )
+    assert torch.isfinite(votes).all() and votes.sum() == pytest.approx(1.0)
+    displacement = torch.zeros(1, 1, 2, 4, 6)
+    displacement[0, 0, 0, 0, 0] = 3.0  # clamped at 3 patches: no vote
+    smoothed = candidate_smoothing(None, displacement, SIZE, vote_sigma=1.0, max_displacement=3.0)
+    assert smoothed.sum() * 24 == pytest.approx(23.0, rel=1e-3)  # 23 of 24 patches voted

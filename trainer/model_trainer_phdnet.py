@@ -83,5 +83,12 @@ class ModelTrainerPHDNet(ModelTrainerBase):
         displacement = output.get("displacement")
         if displacement is not None:
             displacement = decode_displacement(displacement.float(), self.log_transform)
-        smoothed = candidate_smoothing(heatmap, displacement, self.input_size, self.vote_sigma)
+        smoothed = candidate_smoothing(
+            heatmap,
+            displacement,
+            self.input_size,
+            self.vote_sigma,
+            weight_votes_by_heatmap=self.class_label_scheme != "gaussian",  # one-hot heatmaps
+            max_displacement=self.clamp_dist,
+        )
         return self.decode_heatmap_batch(smoothed, original_sizes, sigma=self.vote_sigma)

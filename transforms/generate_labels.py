@@ -172,7 +172,13 @@ class PHDNetLabelGenerator(LabelGenerator):
         if self.class_label_scheme == "gaussian":
             heatmap = gaussian_heatmaps(in_patches, self.sigma, grid)
         else:  # 1 on the patch that contains the landmark
-            nearest = torch.round(in_patches)
+            nearest = torch.stack(
+                [
+                    torch.round(in_patches[..., 0]).clamp(0, grid[1] - 1),
+                    torch.round(in_patches[..., 1]).clamp(0, grid[0] - 1),
+                ],
+                -1,
+            )
             heatmap = (
                 (ys[:, None] == nearest[..., 1, None, None])
                 & (xs[None, :] == nearest[..., 0, None, None])
