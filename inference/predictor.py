@@ -20,7 +20,7 @@ from datasets.dataset_base import DatasetBase
 from inference.ensemble import decode_methods
 from inference.evaluation import evaluate_and_write
 from inference.predictions import Predictions, prediction_table
-from utils.errors import DataError
+from utils.errors import CheckpointError, DataError
 from utils.results import unique_results_dir
 
 if TYPE_CHECKING:
@@ -33,8 +33,15 @@ class Predictor:
     def __init__(self, trainer: ModelTrainerBase, checkpoints: Sequence[Path]) -> None:
         self.trainer = trainer
         self.networks = []
+        landmark_ids = None
         for path in checkpoints:
             trainer.load_checkpoint(path, resume_training=False)
+            if landmark_ids is not None and trainer.landmark_ids != landmark_ids:
+                raise CheckpointError(
+                    f"{path}: predicts landmarks {trainer.landmark_ids}, the "
+                    f"ensemble's first model {landmark_ids}"
+                )
+            landmark_ids = trainer.landmark_ids
             self.networks.append(copy.deepcopy(trainer.network).eval())
 
     @torch.no_grad()

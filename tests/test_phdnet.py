@@ -194,3 +194,27 @@ def test_broken_or_clamped_votes_are_dropped():
     displacement[0, 0, 0, 0, 0] = 3.0  # clamped at 3 patches: no vote
     smoothed = candidate_smoothing(None, displacement, SIZE, vote_sigma=1.0, max_displacement=3.0)
     assert smoothed.sum() * 24 == pytest.approx(23.0, rel=1e-3)  # 23 of 24 patches voted
+
+
+def test_checkpoint_with_other_target_encoding_is_refused(tmp_path, capsys):
+    from datasets.synthetic import make_synthetic_dataset
+
+    data = tmp_path / "data"
+    make_synthetic_dataset(data, counts=(4, 2, 2), size_range=((40, 44), (50, 54)), seed=12)
+    out = tmp_path / "phd"
+    phd = ["MODEL.ARCHITECTURE", "PHD-Net", "MODEL.GAUSS_SIGMA", "1.0"]
+    assert main.main(["--cfg", DEMO_CFG, *tiny_opts(data, out, epochs=1), *phd]) == 0
+    code = main.main(
+        [
+            "--cfg",
+            DEMO_CFG,
+            *tiny_opts(data, out),
+            *phd,
+            "TRAINER.INFERENCE_ONLY",
+            "True",
+            "MODEL.PHDNET.LOG_TRANSFORM_DISPLACEMENTS",
+            "False",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "LOG_TRANSFORM_DISPLACEMENTS" in err and "model_best.model" in err

@@ -89,6 +89,10 @@ class ModelTrainerBase(ABC):
     ``self.loss`` in the ``initialize_*`` methods; ``self.num_landmarks`` is known by then.
     """
 
+    # Config keys that a checkpoint must have been trained with to be loaded (subclasses add
+    # theirs, e.g. how their targets are encoded).
+    checkpoint_config_keys: tuple[str, ...] = ("SAMPLER.INPUT_SIZE",)
+
     def __init__(
         self,
         cfg: CfgNode,
@@ -549,12 +553,16 @@ class ModelTrainerBase(ABC):
                 f"{path}: trained as {state.get('architecture')!r}, but "
                 f"MODEL.ARCHITECTURE is {self.architecture!r}"
             )
-        trained_size = tuple(yaml.safe_load(state["config"])["SAMPLER"]["INPUT_SIZE"])
-        if trained_size != self.input_size:
-            raise CheckpointError(
-                f"{path}: trained with SAMPLER.INPUT_SIZE {list(trained_size)}, "
-                f"the config says {list(self.input_size)}"
-            )
+        trained_cfg = yaml.safe_load(state["config"])
+        for key in self.checkpoint_config_keys:
+            section, *rest = key.split(".")
+            trained, current = trained_cfg[section], self.cfg[section]
+            for part in rest:
+                trained, current = trained[part], current[part]
+            if trained != current and list(trained or []) != list(current or []):
+                raise CheckpointError(
+                    f"{path}: trained with {key} {trained!r}, the config says {current!r}"
+                )
         if self.network is None:
             self.initialize(int(state["num_landmarks"]))
         elif state["num_landmarks"] != self.num_landmarks:

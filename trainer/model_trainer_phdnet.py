@@ -23,6 +23,13 @@ logger = logging.getLogger(__name__)
 class ModelTrainerPHDNet(ModelTrainerBase):
     """MODEL.PHDNET keys; MODEL.GAUSS_SIGMA is the heatmap target's sigma in patches."""
 
+    checkpoint_config_keys = (
+        "SAMPLER.INPUT_SIZE",
+        "MODEL.PHDNET.CLASS_LABEL_SCHEME",
+        "MODEL.PHDNET.LOG_TRANSFORM_DISPLACEMENTS",
+        "MODEL.PHDNET.CLAMP_DIST",
+    )
+
     def __init__(self, cfg, dataset_class, label_generator_class) -> None:
         super().__init__(cfg, dataset_class, label_generator_class)
         phdnet = cfg.MODEL.PHDNET
