@@ -559,7 +559,9 @@ class ModelTrainerBase(ABC):
             trained, current = trained_cfg[section], self.cfg[section]
             for part in rest:
                 trained, current = trained[part], current[part]
-            if trained != current and list(trained or []) != list(current or []):
+            if isinstance(current, list | tuple):  # YAML gives lists, yacs may give tuples
+                trained, current = list(trained), list(current)
+            if trained != current:
                 raise CheckpointError(
                     f"{path}: trained with {key} {trained!r}, the config says {current!r}"
                 )
