@@ -62,6 +62,7 @@ class Predictor:
                 trainer.get_coords_from_heatmap,
                 methods,
                 smha_index,
+                to_average=trainer.output_to_average,
             )
             for method, (coords, uncertainty, covariance) in decoded.items():
                 parts[method].append(

@@ -134,10 +134,10 @@ def test_flip_tta_is_exact_for_displacements(tmp_path):
     with torch.no_grad():
         direct = trainer.inference_forward(image)
         mirrored = trainer.flip_output_back(trainer.inference_forward(image.flip(-2)))
-    for key in ("heatmap", "displacement"):
+    for key in ("probability", "offset"):  # TTA averages decoded outputs
         torch.testing.assert_close(mirrored[key], direct[key], atol=1e-5, rtol=0)
-    plain = trainer.network(image)
-    assert not torch.allclose(plain["displacement"], direct["displacement"])
+    plain = trainer.output_to_average(trainer.network(image))
+    assert not torch.allclose(plain["offset"], direct["offset"])
     coords = trainer.get_coords_from_heatmap(direct, sizes)[0]
     torch.testing.assert_close(
         trainer.get_coords_from_heatmap(mirrored, sizes)[0], coords, atol=1e-3, rtol=0
@@ -218,3 +218,20 @@ def test_checkpoint_with_other_target_encoding_is_refused(tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert code == 2 and "LOG_TRANSFORM_DISPLACEMENTS" in err and "model_best.model" in err
+
+
+def test_outputs_are_averaged_as_displacements_not_logs(tmp_path):
+    cfg = load_cfg(None, ["MODEL.ARCHITECTURE", "PHD-Net", "OUTPUT.OUTPUT_DIR", str(tmp_path)])
+    trainer = get_trainer_class("PHD-Net")(cfg, DatasetGeneric, PHDNetLabelGenerator)
+    members = [
+        {
+            "displacement": encode_displacement(torch.full((1, 1, 2, 1, 1), d), True, None),
+            "heatmap": torch.zeros(1, 1, 1, 1),
+        }
+        for d in (2.0, 4.0)
+    ]
+    from inference.ensemble import average_outputs
+
+    mean = average_outputs([trainer.output_to_average(m) for m in members])
+    assert mean["offset"].flatten().tolist() == pytest.approx([3.0, 3.0])
+    assert mean["probability"].flatten().tolist() == [0.0]

@@ -231,7 +231,14 @@ class ModelTrainerBase(ABC):
             if not self.tta_flip:
                 return output
             flipped = self.flip_output_back(network(images.flip(-2)))
-        return average_outputs([output, flipped])
+        return average_outputs([self.output_to_average(output), self.output_to_average(flipped)])
+
+    def output_to_average(self, output: Any) -> Any:
+        """The form of a network output in which outputs are averaged (flip TTA, E-MHA); must
+        still be accepted by ``get_coords_from_heatmap``. The default, the output itself, suits
+        heatmaps; a model whose outputs are logits or encoded values returns them decoded
+        (PHD-Net: probabilities and displacements in patches)."""
+        return output
 
     # ------------------------------------------------------------------ set-up
     def initialize(self, num_landmarks: int) -> None:

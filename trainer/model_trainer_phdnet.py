@@ -71,28 +71,36 @@ class ModelTrainerPHDNet(ModelTrainerBase):
 
     def flip_output_back(self, output):
         flipped = super().flip_output_back(output)  # every map upside down
-        if "displacement" in flipped:  # and a downward offset becomes an upward one
-            flipped["displacement"] = (
-                flipped["displacement"]
-                * torch.tensor([1.0, -1.0], device=flipped["displacement"].device)[:, None, None]
-            )
+        for key in ("displacement", "offset"):  # and a downward offset becomes an upward one
+            if key in flipped:
+                sign = torch.tensor([1.0, -1.0], device=flipped[key].device)[:, None, None]
+                flipped[key] = flipped[key] * sign
         return flipped
 
-    def get_coords_from_heatmap(self, output, original_sizes):
-        heatmap = output.get("heatmap")
-        if heatmap is not None:
-            heatmap = heatmap.float()
-            heatmap = (
-                heatmap.clamp_min(0)
+    def output_to_average(self, output):
+        """Probabilities and displacements in patches: averaging logits or log-displacements
+        would bias the mean (log-displacements 2 and 4 patches average to 2.9)."""
+        if "probability" in output or "offset" in output:
+            return output
+        decoded = {}
+        if "heatmap" in output:
+            logits = output["heatmap"].float()
+            decoded["probability"] = (
+                logits.clamp_min(0)
                 if self.class_label_scheme == "gaussian"
-                else torch.sigmoid(heatmap)
+                else torch.sigmoid(logits)
             )
-        displacement = output.get("displacement")
-        if displacement is not None:
-            displacement = decode_displacement(displacement.float(), self.log_transform)
+        if "displacement" in output:
+            decoded["offset"] = decode_displacement(
+                output["displacement"].float(), self.log_transform
+            )
+        return decoded
+
+    def get_coords_from_heatmap(self, output, original_sizes):
+        decoded = self.output_to_average(output)
         smoothed = candidate_smoothing(
-            heatmap,
-            displacement,
+            decoded.get("probability"),
+            decoded.get("offset"),
             self.input_size,
             self.vote_sigma,
             weight_votes_by_heatmap=self.class_label_scheme != "gaussian",  # one-hot heatmaps
