@@ -46,7 +46,8 @@ class PHDNetLoss(nn.Module):
     Heatmap: MSE on the raw output for ``gaussian`` targets; BCE-with-logits for ``binary``, and
     for ``binary_weighted`` with the one positive patch weighted by the number of negatives.
     Displacement: squared error of both components per patch, averaged with weights that are
-    the target heatmap (``weight_by_heatmap``) or uniform, over visible landmarks only.
+    the Gaussian around the landmark (``weight_by_heatmap``; a one-hot binary target would leave
+    one patch) or uniform, over visible landmarks only.
     Branches missing from the output are skipped.
     """
 
@@ -85,7 +86,7 @@ class PHDNetLoss(nn.Module):
             loss = loss + self.displacement_loss(
                 outputs["displacement"],
                 targets["displacement"],
-                targets["heatmap"],
+                targets["displacement_weight"],
                 targets["visible"],
             )
         return loss

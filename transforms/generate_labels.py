@@ -137,7 +137,8 @@ class PHDNetLabelGenerator(LabelGenerator):
     a dict: ``heatmap`` (B, K, h, w): a Gaussian of ``sigma`` patches at the landmark's sub-patch
     position (``gaussian``, peak 1) or 1 at the landmark's patch (``binary``,
     ``binary_weighted``); ``displacement`` (B, K, 2, h, w): landmark − patch centre in patches,
-    clamped and log-transformed as configured; ``visible`` (B, K).
+    clamped and log-transformed as configured; ``displacement_weight`` (B, K, h, w): the Gaussian
+    of ``sigma`` patches, for the displacement loss; ``visible`` (B, K).
     """
 
     def __init__(
@@ -192,6 +193,9 @@ class PHDNetLabelGenerator(LabelGenerator):
         return {
             "heatmap": heatmap * visible[..., None, None],
             "displacement": displacement * visible[..., None, None, None],
+            # patches near the landmark count most in the displacement loss, whatever the scheme
+            "displacement_weight": gaussian_heatmaps(in_patches, self.sigma, grid)
+            * visible[..., None, None],
             "visible": visible,
         }
 
