@@ -232,6 +232,12 @@ def validate_cfg(cfg: CN) -> None:
         raise ConfigError("SOLVER.NUM_RES_SUPERVISIONS must be at least 1")
     if not 1 <= cfg.MODEL.PHDNET.MAXPOOL_FACTOR <= 6:
         raise ConfigError("MODEL.PHDNET.MAXPOOL_FACTOR must be between 1 and 6")
+    patch = 2**cfg.MODEL.PHDNET.MAXPOOL_FACTOR
+    if cfg.MODEL.ARCHITECTURE == "PHD-Net" and any(s % patch for s in cfg.SAMPLER.INPUT_SIZE):
+        raise ConfigError(
+            f"SAMPLER.INPUT_SIZE {list(cfg.SAMPLER.INPUT_SIZE)} must be divisible "
+            f"by the PHD-Net patch size {patch} (2^MODEL.PHDNET.MAXPOOL_FACTOR)"
+        )
     clamp = cfg.MODEL.PHDNET.CLAMP_DIST
     if clamp is not None and (not _is_number(clamp) or clamp <= 0):
         raise ConfigError(f"MODEL.PHDNET.CLAMP_DIST = {clamp!r}; give a distance > 0 or None")
@@ -265,6 +271,14 @@ def validate_cfg(cfg: CN) -> None:
             raise ConfigError(
                 "INFERENCE.ENSEMBLE_INFERENCE needs at least two INFERENCE.ENSEMBLE_CHECKPOINTS"
             )
+        if (
+            cfg.INFERENCE.UNCERTAINTY_SMHA_MODEL_IDX != _C.INFERENCE.UNCERTAINTY_SMHA_MODEL_IDX
+            and "smha" not in keys
+        ):
+            raise ConfigError(
+                "INFERENCE.UNCERTAINTY_SMHA_MODEL_IDX is used only when "
+                "ENSEMBLE_UNCERTAINTY_KEYS includes smha"
+            )
         if not 0 <= cfg.INFERENCE.UNCERTAINTY_SMHA_MODEL_IDX < count:
             raise ConfigError(
                 f"INFERENCE.UNCERTAINTY_SMHA_MODEL_IDX must index the {count} ensemble checkpoints"
@@ -287,6 +301,24 @@ def validate_cfg(cfg: CN) -> None:
     thresholds = cfg.INFERENCE.SDR_THRESHOLDS
     if not thresholds or not all(_is_number(t) and t > 0 for t in thresholds):
         raise ConfigError("INFERENCE.SDR_THRESHOLDS must be a non-empty list of radii > 0")
+
+
+# Keys that a built-in architecture does not read; a non-default value is logged as unused.
+UNUSED_BY_ARCHITECTURE = {
+    "U-Net": ("MODEL.PHDNET",),
+    "PHD-Net": (
+        "MODEL.UNET",
+        "MODEL.HM_LAMBDA_SCALE",
+        "SOLVER.DEEP_SUPERVISION",
+        "SOLVER.NUM_RES_SUPERVISIONS",
+    ),
+}
+
+
+def unused_keys(cfg: CN) -> list[str]:
+    """Keys set to non-default values that MODEL.ARCHITECTURE does not read."""
+    keys = UNUSED_BY_ARCHITECTURE.get(cfg.MODEL.ARCHITECTURE, ())
+    return [key for key in keys if _get(cfg, key) != _get(_C, key)]
 
 
 def load_cfg(cfg_file: str | Path | None = None, opts: list[str] | None = None) -> CN:

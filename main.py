@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from config import load_cfg
+from config import load_cfg, unused_keys
 from datasets.dataset_base import DatasetBase, read_dataset_json
 from datasets.dataset_index import get_dataset_class
 from inference.cross_validation import fold_numbers, summarise_cross_validation
@@ -180,6 +180,10 @@ def start_run_logging(cfg, args: argparse.Namespace) -> None:
         output_dir / config_name,
     )
     seed_everything(cfg.SOLVER.SEED)
+    for key in unused_keys(cfg):
+        logger.warning(
+            "%s is set but not used by MODEL.ARCHITECTURE %s", key, cfg.MODEL.ARCHITECTURE
+        )
 
 
 def one_line(err: Exception) -> str:
