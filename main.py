@@ -114,8 +114,9 @@ def cross_validate(cfg) -> None:
         if folders:
             fold_results[fold] = folders[0]
     if fold_results:
+        append = cfg.OUTPUT.RESULTS_CSV_APPEND or ""
         folder = summarise_cross_validation(
-            fold_results, output_dir / "cross_validation", cfg.INFERENCE.SDR_THRESHOLDS
+            fold_results, output_dir / f"cross_validation{append}", cfg.INFERENCE.SDR_THRESHOLDS
         )
         logger.info(
             "cross-validation summary of folds %s written to %s", list(fold_results), folder
