@@ -7,6 +7,7 @@ trailing ``KEY VALUE`` pairs on the command line override the YAML. Sizes are ``
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import yaml
@@ -166,28 +167,38 @@ def _get(cfg: CN, dotted_key: str):
     return node
 
 
-def _parse_opts(opts: list[str]) -> list:
+def _coerce_number(default, value):
+    """Let an integer stand for a float default (yacs refuses ``1`` for ``1.0``)."""
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def _parse_opts(cfg: CN, opts: list[str]) -> list:
     """Turn ``["SOLVER.BASE_LR", "0.01", ...]`` into yacs' list, values parsed as YAML scalars."""
     if len(opts) % 2:
         raise ConfigError(f"command-line overrides must be KEY VALUE pairs; got {' '.join(opts)}")
     parsed = []
-    for key, value in zip(opts[0::2], opts[1::2], strict=True):
+    for key, text in zip(opts[0::2], opts[1::2], strict=True):
         try:
-            parsed += [key, yaml.safe_load(value)]
+            value = yaml.safe_load(text)
         except yaml.YAMLError:
-            parsed += [key, value]
+            value = text
+        with contextlib.suppress(KeyError):  # an unknown key: yacs names it below
+            value = _coerce_number(_get(cfg, key), value)
+        parsed += [key, value]
     return parsed
 
 
-def _coerce_numbers(cfg: CN, overrides: CN, prefix: str = "") -> None:
-    """Let a YAML ``1`` stand for a float default ``1.0`` (yacs refuses int for float)."""
+def _coerce_numbers(cfg: CN, overrides: CN) -> None:
+    """Apply :func:`_coerce_number` to every value of a YAML's overrides."""
     for key, value in overrides.items():
         if key not in cfg:
             continue
         if isinstance(value, CN) and isinstance(cfg[key], CN):
-            _coerce_numbers(cfg[key], value, f"{prefix}{key}.")
-        elif isinstance(cfg[key], float) and isinstance(value, int) and not isinstance(value, bool):
-            overrides[key] = float(value)
+            _coerce_numbers(cfg[key], value)
+        else:
+            overrides[key] = _coerce_number(cfg[key], value)
 
 
 def _is_number(value) -> bool:
@@ -343,16 +354,7 @@ def load_cfg(cfg_file: str | Path | None = None, opts: list[str] | None = None) 
         _coerce_numbers(cfg, overrides)
         _merge(cfg.merge_from_other_cfg, overrides, source=str(path))
     if opts:
-        pairs = _parse_opts(list(opts))
-        for i in range(0, len(pairs), 2):
-            key, value = pairs[i], pairs[i + 1]
-            if isinstance(value, int) and not isinstance(value, bool):
-                try:
-                    if isinstance(_get(cfg, key), float):
-                        pairs[i + 1] = float(value)
-                except KeyError:
-                    pass
-        _merge(cfg.merge_from_list, pairs, source="the command line")
+        _merge(cfg.merge_from_list, _parse_opts(cfg, list(opts)), source="the command line")
     validate_cfg(cfg)
     cfg.freeze()
     return cfg

@@ -29,16 +29,19 @@ logger = logging.getLogger(__name__)
 SPLITS = ("training", "validation", "testing")
 
 
+def annotation_path(src_targets: str | Path, fold: int) -> Path:
+    """``src_targets/fold<fold>.json`` for fold >= 0, else ``src_targets`` (not checked)."""
+    return Path(src_targets) / f"fold{fold}.json" if fold >= 0 else Path(src_targets)
+
+
 def resolve_annotation_file(src_targets: str | Path, fold: int) -> Path:
-    """The JSON to read: ``src_targets/fold<fold>.json`` for fold >= 0, else ``src_targets``."""
-    path = Path(src_targets)
-    if fold >= 0:
-        if path.is_file():
-            raise DataError(
-                f"TRAINER.FOLD = {fold} reads fold{fold}.json from the folder DATASET.SRC_TARGETS, "
-                f"but {path} is a file; set TRAINER.FOLD -1 to read this file"
-            )
-        path = path / f"fold{fold}.json"
+    """The JSON to read (:func:`annotation_path`), checked to exist."""
+    if fold >= 0 and Path(src_targets).is_file():
+        raise DataError(
+            f"TRAINER.FOLD = {fold} reads fold{fold}.json from the folder DATASET.SRC_TARGETS, "
+            f"but {src_targets} is a file; set TRAINER.FOLD -1 to read this file"
+        )
+    path = annotation_path(src_targets, fold)
     if not path.is_file():
         raise DataError(f"annotation file not found: {path}")
     return path

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 from yacs.config import CfgNode
 
-from datasets.dataset_base import DatasetBase, resolve_annotation_file
+from datasets.dataset_base import DatasetBase, annotation_path, resolve_annotation_file
 from datasets.sampling import SeededEpochSampler
 from inference.decoding import heatmap_to_coords
 from inference.ensemble import average_outputs
@@ -275,8 +275,7 @@ class ModelTrainerBase(ABC):
 
     def annotation_file(self) -> Path:
         """The dataset JSON of this run (after letting the dataset class prepare its data)."""
-        source = Path(self.annotation_source)
-        expected = source / f"fold{self.fold}.json" if self.fold >= 0 else source
+        expected = annotation_path(self.annotation_source, self.fold)
         self.dataset_class.prepare_data(self.dataset_root, expected)
         return resolve_annotation_file(self.annotation_source, self.fold)
 
@@ -521,16 +520,21 @@ class ModelTrainerBase(ABC):
     # ------------------------------------------------------------------ checkpoints
     def own_checkpoints(self) -> list[Path]:
         """This fold's checkpoints in OUTPUT_DIR (best, latest, ep<N>), sorted by name."""
-        fold_tag = f"_fold{self.fold}" if self.fold >= 0 else ""
-        pattern = re.compile(rf"model_(best|latest|ep\d+){fold_tag}{re.escape(CHECKPOINT_SUFFIX)}")
+        pattern = re.compile(
+            rf"model_(best|latest|ep\d+){self.fold_tag}{re.escape(CHECKPOINT_SUFFIX)}"
+        )
         return sorted(
             p for p in self.output_dir.glob(f"*{CHECKPOINT_SUFFIX}") if pattern.fullmatch(p.name)
         )
 
     def checkpoint_path(self, kind: str) -> Path:
         """``model_<kind>[_fold<N>].model`` in OUTPUT_DIR (kind: best, latest, ep<N>)."""
-        fold_tag = f"_fold{self.fold}" if self.fold >= 0 else ""
-        return self.output_dir / f"model_{kind}{fold_tag}{CHECKPOINT_SUFFIX}"
+        return self.output_dir / f"model_{kind}{self.fold_tag}{CHECKPOINT_SUFFIX}"
+
+    @property
+    def fold_tag(self) -> str:
+        """``_fold<N>`` in checkpoint names when TRAINER.FOLD >= 0, else nothing."""
+        return f"_fold{self.fold}" if self.fold >= 0 else ""
 
     def save_checkpoint(self, path: Path) -> None:
         save_checkpoint(
