@@ -35,13 +35,14 @@ _C.SAMPLER.INPUT_SIZE = [512, 512]  # [height, width] every image is resized to
 _C.SAMPLER.DATA_AUG = "AffineComplex"  # augmentation scheme (transforms/dataloader_transforms.py)
 _C.SAMPLER.DATA_AUG_PACKAGE = "albumentations"  # "albumentations" or "imgaug" (needs numpy < 2)
 _C.SAMPLER.NUM_WORKERS = 0  # data loader worker processes; 0 = load in the main process
-_C.SAMPLER.SAMPLE_MODE = "full"  # "full" (whole resized image) or "patch_bias" (not built yet)
+_C.SAMPLER.SAMPLE_MODE = "full"  # "full" (whole resized image) or "patch_bias" (SAMPLER.PATCH)
 
 _C.SAMPLER.PATCH = CN()
 _C.SAMPLER.PATCH.RESOLUTION_TO_SAMPLE_FROM = "full"  # "full" or "input_size" (patch mode only)
 _C.SAMPLER.PATCH.SAMPLE_PATCH_SIZE = [512, 512]  # [height, width] of sampled patches
 _C.SAMPLER.PATCH.SAMPLER_BIAS = 0.66  # probability that a patch contains a landmark
 _C.SAMPLER.PATCH.INFERENCE_MODE = "fully_convolutional"  # or "patchify_and_stitch"
+_C.SAMPLER.PATCH.STITCH_STRIDE = []  # [y, x] step between stitched windows; [] = half a patch
 
 # ----------------------------------------------------------------------------------------------
 _C.SOLVER = CN()
@@ -121,11 +122,6 @@ _C.OUTPUT.RESULTS_CSV_APPEND = None  # suffix of the results folder, e.g. "_test
 
 # Options whose feature a later version builds: a non-default value is refused, never ignored.
 _NOT_BUILT_YET = {
-    "SAMPLER.SAMPLE_MODE": "patch-based sampling",
-    "SAMPLER.PATCH.RESOLUTION_TO_SAMPLE_FROM": "patch-based sampling",
-    "SAMPLER.PATCH.SAMPLE_PATCH_SIZE": "patch-based sampling",
-    "SAMPLER.PATCH.SAMPLER_BIAS": "patch-based sampling",
-    "SAMPLER.PATCH.INFERENCE_MODE": "patchify-and-stitch inference",
     "SOLVER.LOSS_FUNCTION": "losses other than MSE",
     "SOLVER.REGRESS_SIGMA": "sigma regression",
     "SOLVER.REGRESS_SIGMA_LOSS_WEIGHT": "sigma regression",
@@ -139,6 +135,9 @@ _NOT_BUILT_YET = {
 
 _CHOICES = {
     "SAMPLER.DATA_AUG_PACKAGE": ("albumentations", "imgaug"),
+    "SAMPLER.SAMPLE_MODE": ("full", "patch_bias"),
+    "SAMPLER.PATCH.RESOLUTION_TO_SAMPLE_FROM": ("full", "input_size"),
+    "SAMPLER.PATCH.INFERENCE_MODE": ("fully_convolutional", "patchify_and_stitch"),
     "SOLVER.OPTIMIZER": ("adamw", "adam", "sgd"),
     "SOLVER.DECAY_POLICY": ("poly", None),
     "SAMPLER.DATA_AUG": (
@@ -217,9 +216,11 @@ def validate_cfg(cfg: CN) -> None:
     for key, choices in _CHOICES.items():
         if _get(cfg, key) not in choices:
             raise ConfigError(f"{key} = {_get(cfg, key)!r}; choose one of {list(choices)}")
-    input_size = cfg.SAMPLER.INPUT_SIZE
-    if len(input_size) != 2 or not all(_is_number(s) and int(s) == s >= 8 for s in input_size):
-        raise ConfigError(f"SAMPLER.INPUT_SIZE = {input_size}; give [height, width], each >= 8")
+    for key in ("SAMPLER.INPUT_SIZE", "SAMPLER.PATCH.SAMPLE_PATCH_SIZE"):
+        size = _get(cfg, key)
+        if len(size) != 2 or not all(_is_number(s) and int(s) == s >= 8 for s in size):
+            raise ConfigError(f"{key} = {size}; give [height, width], each >= 8")
+    _validate_patch_keys(cfg)
     pixel_size = cfg.DATASET.PIXEL_SIZE
     if pixel_size and (
         len(pixel_size) != 2 or not all(_is_number(s) and s > 0 for s in pixel_size)
@@ -244,9 +245,14 @@ def validate_cfg(cfg: CN) -> None:
     if not 1 <= cfg.MODEL.PHDNET.MAXPOOL_FACTOR <= 6:
         raise ConfigError("MODEL.PHDNET.MAXPOOL_FACTOR must be between 1 and 6")
     patch = 2**cfg.MODEL.PHDNET.MAXPOOL_FACTOR
-    if cfg.MODEL.ARCHITECTURE == "PHD-Net" and any(s % patch for s in cfg.SAMPLER.INPUT_SIZE):
+    size_key = (
+        "SAMPLER.PATCH.SAMPLE_PATCH_SIZE"
+        if cfg.SAMPLER.SAMPLE_MODE == "patch_bias"
+        else "SAMPLER.INPUT_SIZE"
+    )
+    if cfg.MODEL.ARCHITECTURE == "PHD-Net" and any(s % patch for s in _get(cfg, size_key)):
         raise ConfigError(
-            f"SAMPLER.INPUT_SIZE {list(cfg.SAMPLER.INPUT_SIZE)} must be divisible "
+            f"{size_key} {list(_get(cfg, size_key))} must be divisible "
             f"by the PHD-Net patch size {patch} (2^MODEL.PHDNET.MAXPOOL_FACTOR)"
         )
     clamp = cfg.MODEL.PHDNET.CLAMP_DIST
@@ -314,6 +320,31 @@ def validate_cfg(cfg: CN) -> None:
         raise ConfigError("INFERENCE.SDR_THRESHOLDS must be a non-empty list of radii > 0")
 
 
+def _validate_patch_keys(cfg: CN) -> None:
+    patch = cfg.SAMPLER.PATCH
+    if cfg.SAMPLER.SAMPLE_MODE != "patch_bias":
+        for key in patch:
+            if patch[key] != _C.SAMPLER.PATCH[key]:
+                raise ConfigError(
+                    f"SAMPLER.PATCH.{key} is used only with SAMPLER.SAMPLE_MODE patch_bias"
+                )
+        return
+    if not (_is_number(patch.SAMPLER_BIAS) and 0 <= patch.SAMPLER_BIAS <= 1):
+        raise ConfigError(f"SAMPLER.PATCH.SAMPLER_BIAS = {patch.SAMPLER_BIAS}; give 0 ... 1")
+    stride = patch.STITCH_STRIDE
+    if stride and (len(stride) != 2 or not all(isinstance(s, int) and s >= 1 for s in stride)):
+        raise ConfigError(f"SAMPLER.PATCH.STITCH_STRIDE = {stride}; give [y, x] pixels or []")
+    if stride and patch.INFERENCE_MODE != "patchify_and_stitch":
+        raise ConfigError(
+            "SAMPLER.PATCH.STITCH_STRIDE is used only with INFERENCE_MODE patchify_and_stitch"
+        )
+    if stride and any(s > p for s, p in zip(stride, patch.SAMPLE_PATCH_SIZE, strict=True)):
+        raise ConfigError(
+            f"SAMPLER.PATCH.STITCH_STRIDE {list(stride)} is larger than the patch "
+            f"{list(patch.SAMPLE_PATCH_SIZE)}: windows would leave gaps"
+        )
+
+
 # Keys that a built-in architecture does not read; a non-default value is logged as unused.
 UNUSED_BY_ARCHITECTURE = {
     "U-Net": ("MODEL.PHDNET",),
@@ -327,8 +358,14 @@ UNUSED_BY_ARCHITECTURE = {
 
 
 def unused_keys(cfg: CN) -> list[str]:
-    """Keys set to non-default values that MODEL.ARCHITECTURE does not read."""
+    """Keys set to non-default values that MODEL.ARCHITECTURE (or full-resolution patch
+    sampling, which never resizes) does not read."""
     keys = UNUSED_BY_ARCHITECTURE.get(cfg.MODEL.ARCHITECTURE, ())
+    if (
+        cfg.SAMPLER.SAMPLE_MODE == "patch_bias"
+        and cfg.SAMPLER.PATCH.RESOLUTION_TO_SAMPLE_FROM == "full"
+    ):
+        keys = (*keys, "SAMPLER.INPUT_SIZE")
     return [key for key in keys if _get(cfg, key) != _get(_C, key)]
 
 

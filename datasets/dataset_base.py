@@ -7,6 +7,7 @@ root; a testing sample may have ``"has_annotation": false`` and ``"coordinates":
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -19,6 +20,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from datasets.patch_sampling import PatchSampler, crop_patch
 from transforms.dataloader_transforms import Augmentation
 from utils.coordinates import coords_inside, resize_coords, resize_image
 from utils.errors import DataError
@@ -158,12 +160,16 @@ def parse_samples(
 
 
 class DatasetBase(Dataset):
-    """One split of a dataset JSON, resized to ``input_size`` (H, W) and optionally augmented.
+    """One split of a dataset JSON, resized to ``input_size`` (H, W) (None: kept at its original
+    size), optionally augmented, and optionally cut into a patch by ``patch_sampler``.
 
     ``__getitem__`` returns a dict of tensors:
-      - ``image`` (1, H, W) float32, normalised per image;
-      - ``coords`` (K, 2) x,y in input-image pixels after augmentation (zeros if unannotated);
-      - ``visible`` (K,) float32: 1 where the landmark is annotated and inside the input image;
+      - ``image`` (1, H, W) float32, normalised per image (the patch, with a patch sampler);
+      - ``coords`` (K, 2) x,y in pixels of the resized image after augmentation (zeros if
+        unannotated); with a patch sampler still of the whole image, not of the patch;
+      - ``visible`` (K,) float32: 1 where the landmark is annotated and inside ``image``;
+      - ``patch_corner`` (2,) x,y of ``image``'s top-left pixel in the resized image (0, 0
+        without a patch sampler);
       - ``original_size`` (2,) H, W of the image file; ``pixel_size`` (2,) x, y in mm (NaN if
         unknown); ``index`` (the sample's position in ``self.samples``).
 
@@ -183,19 +189,21 @@ class DatasetBase(Dataset):
         json_path: str | Path,
         split: str,
         root: str | Path,
-        input_size: tuple[int, int],
+        input_size: tuple[int, int] | None,
         landmarks: list[int] | None = None,
         augmentation: Augmentation | None = None,
         cache_data: bool = True,
         default_pixel_size: tuple[float, float] | None = None,
         max_samples: int = -1,
+        patch_sampler: PatchSampler | None = None,
     ) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         self.json_path = Path(json_path)
         self.split = split
-        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.input_size = None if input_size is None else (int(input_size[0]), int(input_size[1]))
         self.augmentation = augmentation
+        self.patch_sampler = patch_sampler
         self.default_pixel_size = tuple(default_pixel_size) if default_pixel_size else None
         data = read_dataset_json(self.json_path)
         raw = data.get(split, [])
@@ -233,9 +241,15 @@ class DatasetBase(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def with_patches(self, patch_sampler: PatchSampler) -> DatasetBase:
+        """The same samples (sharing the image cache) cut into patches by ``patch_sampler``."""
+        view = copy.copy(self)
+        view.patch_sampler = patch_sampler
+        return view
+
     def _load(self, index: int) -> tuple[np.ndarray, tuple[int, int], tuple | None]:
-        """Decode, normalise and resize one image: (image (H, W) at input size, original
-        (H, W), pixel size [x, y] mm or None)."""
+        """Decode, normalise and resize one image: (image (H, W) at input size, or original
+        size if ``input_size`` is None; original (H, W); pixel size [x, y] mm or None)."""
         sample = self.samples[index]
         try:
             loaded = read_image(sample.image_path)
@@ -247,7 +261,9 @@ class DatasetBase(Dataset):
             logger.warning(
                 "sample '%s': a landmark lies outside its %dx%d image", sample.id, *original_size
             )
-        image = resize_image(normalise_image(loaded.pixels), self.input_size)
+        image = normalise_image(loaded.pixels)
+        if self.input_size is not None:
+            image = resize_image(image, self.input_size)
         return image.astype(np.float32), original_size, pixel_size
 
     def __getitem__(self, item: int | tuple[int, int]) -> dict[str, torch.Tensor]:
@@ -255,20 +271,29 @@ class DatasetBase(Dataset):
         index, seed = item if isinstance(item, tuple) else (item, None)
         image, original_size, pixel_size = self._cache.get(index) or self._load(index)
         sample = self.samples[index]
-        num_landmarks = self.num_landmarks
-        if sample.has_annotation:
-            coords = resize_coords(sample.coords, original_size, self.input_size)
+        if not sample.has_annotation:
+            coords = np.zeros((self.num_landmarks, 2))
+        elif self.input_size is None:
+            coords = np.asarray(sample.coords, dtype=np.float64)
         else:
-            coords = np.zeros((num_landmarks, 2))
+            coords = resize_coords(sample.coords, original_size, self.input_size)
+        if seed is None and self.augmentation is not None:
+            seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
         if self.augmentation is not None:
-            if seed is None:
-                seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
             image, coords = self.augmentation(image, coords, seed)
-        visible = coords_inside(coords, self.input_size) & sample.has_annotation
+        visible = coords_inside(coords, image.shape) & sample.has_annotation
+        corner = np.zeros(2, dtype=np.int64)
+        if self.patch_sampler is not None:
+            # Without augmentation (validation) the patch depends on the sample alone.
+            rng = np.random.default_rng([index if seed is None else seed, 1])
+            corner = self.patch_sampler.corner(coords, visible, image.shape, rng)
+            image = crop_patch(image, corner, self.patch_sampler.patch_size)
+            visible = visible & coords_inside(coords - corner, image.shape)
         return {
             "image": torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None],
             "coords": torch.as_tensor(coords, dtype=torch.float32),
             "visible": torch.as_tensor(visible, dtype=torch.float32),
+            "patch_corner": torch.as_tensor(corner, dtype=torch.float32),
             "original_size": torch.tensor(original_size, dtype=torch.int64),
             "pixel_size": torch.tensor(
                 pixel_size if pixel_size else (math.nan, math.nan), dtype=torch.float64

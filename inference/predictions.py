@@ -44,11 +44,15 @@ class Predictions:
 
 
 def target_coords(
-    sample: Sample, original_size: Sequence[int], evaluation_mode: str, input_size: Sequence[int]
+    sample: Sample,
+    original_size: Sequence[int],
+    evaluation_mode: str,
+    input_size: Sequence[int] | None,
 ) -> np.ndarray | None:
     """The sample's annotation (K, 2) in the space predictions are made in: original-image
-    pixels, or input pixels for ``use_input_size``; None if unannotated."""
-    if sample.coords is None or evaluation_mode != "use_input_size":
+    pixels, or input pixels for ``use_input_size`` (``input_size`` None: the model sees
+    images at their original size); None if unannotated."""
+    if sample.coords is None or evaluation_mode != "use_input_size" or input_size is None:
         return sample.coords
     return resize_coords(sample.coords, original_size, input_size)
 
@@ -58,7 +62,7 @@ def prediction_table(
     predictions: Predictions,
     method: str,
     evaluation_mode: str,
-    input_size: Sequence[int],
+    input_size: Sequence[int] | None,
 ) -> pd.DataFrame:
     """One row per sample and landmark: PREDICTION_COLUMNS, the fitted covariance
     (COVARIANCE_COLUMNS) if any, then the dataset's extra sample attributes.
@@ -72,7 +76,7 @@ def prediction_table(
         original_size = tuple(int(s) for s in predictions.original_size[n])
         pixel_size = predictions.pixel_size[n]
         target = target_coords(sample, original_size, evaluation_mode, input_size)
-        if evaluation_mode == "use_input_size":
+        if evaluation_mode == "use_input_size" and input_size is not None:
             sx, sy = scale_factors(original_size, input_size)
             pixel_size = pixel_size / np.array([sx, sy])  # mm per input pixel
         error_px = radial_errors(predictions.coords[n], target) if target is not None else None

@@ -83,7 +83,7 @@ class Predictor:
         return pd.concat(
             [
                 prediction_table(
-                    dataset, predictions, method, trainer.evaluation_mode, trainer.input_size
+                    dataset, predictions, method, trainer.evaluation_mode, trainer.image_size
                 )
                 for method, predictions in self.predict(dataset, methods, smha_index).items()
             ],

@@ -2,7 +2,7 @@
 
 import pytest
 
-from config import get_cfg_defaults, load_cfg
+from config import get_cfg_defaults, load_cfg, unused_keys
 from utils.errors import ConfigError
 
 
@@ -107,7 +107,6 @@ def test_yaml_not_a_mapping_names_file(tmp_path):
         ("SOLVER.REGRESS_SIGMA", "True"),
         ("SOLVER.LOSS_FUNCTION", "awl"),
         ("OUTPUT.USE_COMETML_LOGGING", "True"),
-        ("SAMPLER.SAMPLE_MODE", "patch_bias"),
     ],
 )
 def test_not_built_option_refused(key, value):
@@ -213,3 +212,38 @@ def test_section_type_mismatch_is_one_line(tmp_path, text):
 def test_values_that_would_be_ignored_are_refused(opts, message):
     with pytest.raises(ConfigError, match=message):
         load_cfg(None, opts)
+
+
+@pytest.mark.parametrize(
+    ("opts", "key"),
+    [
+        (["SAMPLER.PATCH.SAMPLER_BIAS", "0.5"], "SAMPLER.PATCH.SAMPLER_BIAS"),  # full sampling
+        (["SAMPLER.SAMPLE_MODE", "patch_bias", "SAMPLER.PATCH.SAMPLER_BIAS", "1.5"], "BIAS"),
+        (["SAMPLER.SAMPLE_MODE", "patches"], "SAMPLER.SAMPLE_MODE"),
+        (["SAMPLER.SAMPLE_MODE", "patch_bias", "SAMPLER.PATCH.SAMPLE_PATCH_SIZE", "[4]"], "SIZE"),
+        (
+            ["SAMPLER.SAMPLE_MODE", "patch_bias", "SAMPLER.PATCH.STITCH_STRIDE", "[32, 32]"],
+            "STITCH_STRIDE",  # needs patchify_and_stitch
+        ),
+        (
+            [
+                "SAMPLER.SAMPLE_MODE", "patch_bias",
+                "SAMPLER.PATCH.INFERENCE_MODE", "patchify_and_stitch",
+                "SAMPLER.PATCH.SAMPLE_PATCH_SIZE", "[64, 64]",
+                "SAMPLER.PATCH.STITCH_STRIDE", "[80, 32]",
+            ],
+            "larger than the patch",
+        ),
+    ],
+)  # fmt: skip
+def test_patch_keys_checked(opts, key):
+    with pytest.raises(ConfigError, match=key):
+        load_cfg(None, opts)
+
+
+def test_full_resolution_patches_leave_input_size_unused():
+    cfg = load_cfg(
+        None,
+        ["SAMPLER.SAMPLE_MODE", "patch_bias", "SAMPLER.INPUT_SIZE", "[256, 256]"],
+    )
+    assert unused_keys(cfg) == ["SAMPLER.INPUT_SIZE"]

@@ -123,12 +123,6 @@ def test_integer_landmarks_accepted():
     assert labels[0][0, 0, 20, 10].item() == 100.0
 
 
-def test_stitch_heatmap_not_implemented():
-    generator = UNetLabelGenerator(sigma=2.0, num_levels=1)
-    with pytest.raises(NotImplementedError, match="not implemented yet"):
-        generator.stitch_heatmap()
-
-
 def test_label_generator_is_abstract():
     with pytest.raises(TypeError):
         LabelGenerator()

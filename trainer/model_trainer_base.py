@@ -28,10 +28,12 @@ from tqdm import tqdm
 from yacs.config import CfgNode
 
 from datasets.dataset_base import DatasetBase, annotation_path, resolve_annotation_file
+from datasets.patch_sampling import PatchSampler
 from datasets.sampling import SeededEpochSampler
 from inference.decoding import heatmap_to_coords
 from inference.ensemble import average_outputs
 from inference.predictions import target_coords
+from inference.stitching import fully_convolutional, map_tensors, patchify_and_stitch
 from transforms.dataloader_transforms import build_augmentation
 from transforms.generate_labels import LabelGenerator
 from utils.checkpoints import CHECKPOINT_SUFFIX, load_checkpoint, save_checkpoint
@@ -58,21 +60,13 @@ def resolve_device(name: str) -> torch.device:
 
 def flip_vertically(output: Any) -> Any:
     """Every tensor of a (nested list, tuple or dict of) tensor(s) upside down (dim -2)."""
-    if isinstance(output, dict):
-        return {key: flip_vertically(value) for key, value in output.items()}
-    if isinstance(output, list | tuple):
-        return type(output)(flip_vertically(value) for value in output)
-    return output.flip(-2)
+    return map_tensors(lambda tensor: tensor.flip(-2), output)
 
 
 def select_sample(batch_output: Any, row: int) -> Any:
     """Row ``row`` of every tensor in a (nested list, tuple or dict of) batched tensor(s), as
     NumPy arrays."""
-    if isinstance(batch_output, dict):
-        return {key: select_sample(value, row) for key, value in batch_output.items()}
-    if isinstance(batch_output, list | tuple):
-        return type(batch_output)(select_sample(value, row) for value in batch_output)
-    return batch_output[row].float().cpu().numpy()
+    return map_tensors(lambda tensor: tensor[row].float().cpu().numpy(), batch_output)
 
 
 def seed_everything(seed: int) -> None:
@@ -91,7 +85,12 @@ class ModelTrainerBase(ABC):
 
     # Config keys that a checkpoint must have been trained with to be loaded (subclasses add
     # theirs, e.g. how their targets are encoded).
-    checkpoint_config_keys: tuple[str, ...] = ("SAMPLER.INPUT_SIZE",)
+    checkpoint_config_keys: tuple[str, ...] = (
+        "SAMPLER.INPUT_SIZE",
+        "SAMPLER.SAMPLE_MODE",
+        "SAMPLER.PATCH.SAMPLE_PATCH_SIZE",
+        "SAMPLER.PATCH.RESOLUTION_TO_SAMPLE_FROM",
+    )
 
     def __init__(
         self,
@@ -120,6 +119,18 @@ class ModelTrainerBase(ABC):
         self.num_workers = int(cfg.SAMPLER.NUM_WORKERS)
         self.sampler_debug = bool(cfg.SAMPLER.DEBUG)
         self.cache_data = bool(cfg.TRAINER.CACHE_DATA)
+        patch = cfg.SAMPLER.PATCH
+        self.patch_sampling = cfg.SAMPLER.SAMPLE_MODE == "patch_bias"
+        self.sample_patch_size = tuple(int(s) for s in patch.SAMPLE_PATCH_SIZE)
+        self.sampler_bias = float(patch.SAMPLER_BIAS)
+        self.inference_mode = patch.INFERENCE_MODE
+        self.stitch_stride = tuple(int(s) for s in patch.STITCH_STRIDE) or None
+        # Images are read at INPUT_SIZE, or at their own size (None) for full-resolution patches.
+        full_resolution = self.patch_sampling and patch.RESOLUTION_TO_SAMPLE_FROM == "full"
+        self.image_size = None if full_resolution else self.input_size
+        # What the network is trained on: the whole resized image, or a patch of it.
+        self.network_input_size = self.sample_patch_size if self.patch_sampling else self.input_size
+        self.input_multiple = 1  # initialize_network sets the network's total down-sampling
 
         self.max_epochs = int(cfg.SOLVER.MAX_EPOCHS)
         self.batches_per_epoch = int(cfg.SOLVER.MINI_BATCH_SIZE)
@@ -227,11 +238,50 @@ class ModelTrainerBase(ABC):
         with the output for the flipped images, flipped back."""
         network = network or self.network
         with self.autocast():
-            output = network(images)
+            output = self.whole_image_forward(images, network)
             if not self.tta_flip:
                 return output
-            flipped = self.flip_output_back(network(images.flip(-2)))
+            flipped = self.flip_output_back(self.whole_image_forward(images.flip(-2), network))
         return average_outputs([self.output_to_average(output), self.output_to_average(flipped)])
+
+    def whole_image_forward(self, images: torch.Tensor, network: torch.nn.Module) -> Any:
+        """``network``'s output for whole (B, C, H, W) images: as it is after full-image
+        training; after patch training (one image per batch), in ``output_to_average``'s form,
+        run whole (padded to ``input_multiple``) or stitched from windows of the patch size, as
+        SAMPLER.PATCH.INFERENCE_MODE says."""
+        if not self.patch_sampling:
+            return network(images)
+
+        def forward(windows: torch.Tensor) -> Any:
+            return self.output_to_average(network(windows))
+
+        if self.inference_mode == "fully_convolutional":
+            return fully_convolutional(forward, images, self.input_multiple)
+        try:
+            return patchify_and_stitch(
+                forward,
+                images,
+                self.sample_patch_size,
+                self.stitch_stride_pixels(),
+                self.batch_size,
+                self.input_multiple,
+            )
+        except ValueError as err:  # a stride that does not fit the network's output grid
+            raise ConfigError(f"SAMPLER.PATCH.STITCH_STRIDE: {err}") from None
+
+    def stitch_stride_pixels(self) -> tuple[int, int]:
+        """SAMPLER.PATCH.STITCH_STRIDE, or half the patch rounded down to ``input_multiple``."""
+        if self.stitch_stride:
+            return self.stitch_stride
+        m = self.input_multiple
+        return tuple(max(m, side // 2 // m * m) for side in self.sample_patch_size)
+
+    def whole_image_size(self, original_sizes: torch.Tensor) -> tuple[int, int]:
+        """(H, W) of the images a batch was predicted on: SAMPLER.INPUT_SIZE, or at full
+        resolution the original size of the batch's (single) image."""
+        if self.image_size is not None:
+            return self.image_size
+        return tuple(int(s) for s in original_sizes[0].tolist())
 
     def output_to_average(self, output: Any) -> Any:
         """The form of a network output in which outputs are averaged (flip TTA, E-MHA); must
@@ -279,14 +329,15 @@ class ModelTrainerBase(ABC):
         self.dataset_class.prepare_data(self.dataset_root, expected)
         return resolve_annotation_file(self.annotation_source, self.fold)
 
-    def make_dataset(self, split: str, augment: bool = False) -> DatasetBase:
-        """One split of the annotation file, resized to SAMPLER.INPUT_SIZE."""
+    def make_dataset(self, split: str, augment: bool = False, patches: bool = False) -> DatasetBase:
+        """One split of the annotation file at ``image_size``; with ``patches``, as patches."""
         augmentation = build_augmentation(self.data_aug, self.data_aug_package) if augment else None
         return self.dataset_class(
             json_path=self.annotation_file(),
             split=split,
             root=self.dataset_root,
-            input_size=self.input_size,
+            input_size=self.image_size,
+            patch_sampler=self.patch_sampler() if patches else None,
             landmarks=self.landmarks,
             augmentation=augmentation,
             cache_data=self.cache_data,
@@ -294,7 +345,15 @@ class ModelTrainerBase(ABC):
             max_samples=self.trainset_size if split == "training" else -1,
         )
 
+    def patch_sampler(self) -> PatchSampler:
+        return PatchSampler(self.sample_patch_size, self.sampler_bias)
+
     def make_loader(self, dataset: DatasetBase, shuffle: bool) -> DataLoader:
+        """Batches of DATA_LOADER_BATCH_SIZE (whole images after patch training: one at a time,
+        their windows batched instead); ``shuffle``: SOLVER.MINI_BATCH_SIZE seeded draws."""
+        batch_size = self.batch_size
+        if self.patch_sampling and dataset.patch_sampler is None:
+            batch_size = 1
         sampler = None
         if shuffle:
             sampler = SeededEpochSampler(
@@ -302,7 +361,7 @@ class ModelTrainerBase(ABC):
             )
         return DataLoader(
             dataset,
-            batch_size=self.batch_size,
+            batch_size=batch_size,
             sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.device.type == "cuda",
@@ -331,7 +390,10 @@ class ModelTrainerBase(ABC):
 
     def make_targets(self, batch: dict[str, torch.Tensor]):
         return self.label_generator.generate_labels(
-            batch["coords"].to(self.device), batch["visible"].to(self.device), self.input_size
+            batch["coords"].to(self.device),
+            batch["visible"].to(self.device),
+            self.network_input_size,
+            batch["patch_corner"].to(self.device) if self.patch_sampling else None,
         )
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> float:
@@ -353,8 +415,12 @@ class ModelTrainerBase(ABC):
         return loss.item()
 
     @torch.no_grad()
-    def validate(self, loader: DataLoader) -> tuple[float, float]:
-        """Validation loss and mean radial error (pixels of the original images)."""
+    def validate(
+        self, loader: DataLoader, image_loader: DataLoader | None = None
+    ) -> tuple[float, float]:
+        """Validation loss over ``loader``, and mean radial error (pixels of the original
+        images) of the same outputs, or, after patch training, of whole images predicted from
+        ``image_loader`` as at test time."""
         self.network.eval()
         losses, errors = [], []
         for batch in loader:
@@ -362,20 +428,30 @@ class ModelTrainerBase(ABC):
             with self.autocast():
                 outputs = self.network(images)
                 losses.append(self.loss(outputs, self.make_targets(batch)).item())
-            coords = self.get_coords_from_heatmap(outputs, batch["original_size"])[0]
-            dataset: DatasetBase = loader.dataset
-            for row, index in enumerate(batch["index"].tolist()):
-                size = tuple(batch["original_size"][row].tolist())
-                target = target_coords(
-                    dataset.samples[index], size, self.evaluation_mode, self.input_size
-                )
-                errors.append(np.linalg.norm(coords[row].cpu().numpy() - target, axis=-1))
+            if image_loader is None:
+                errors += self.radial_errors(outputs, batch, loader.dataset)
+        for batch in image_loader or []:
+            with self.autocast():
+                outputs = self.whole_image_forward(batch["image"].to(self.device), self.network)
+            errors += self.radial_errors(outputs, batch, image_loader.dataset)
         self.network.train()
         return float(np.mean(losses)), float(np.mean(np.concatenate(errors)))
 
+    def radial_errors(self, outputs: Any, batch: dict, dataset: DatasetBase) -> list[np.ndarray]:
+        """(K,) radial errors per sample of a batch's outputs, in the evaluation space."""
+        coords = self.get_coords_from_heatmap(outputs, batch["original_size"])[0]
+        errors = []
+        for row, index in enumerate(batch["index"].tolist()):
+            size = tuple(batch["original_size"][row].tolist())
+            target = target_coords(
+                dataset.samples[index], size, self.evaluation_mode, self.image_size
+            )
+            errors.append(np.linalg.norm(coords[row].cpu().numpy() - target, axis=-1))
+        return errors
+
     def train(self) -> None:
         """Train from ``self.epoch`` to SOLVER.MAX_EPOCHS (or early stop), checkpointing."""
-        train_set = self.make_dataset("training", augment=True)
+        train_set = self.make_dataset("training", augment=True, patches=self.patch_sampling)
         if len(train_set) == 0:
             raise DataError(f"{train_set.json_path}: the training list is empty")
         val_set = self.make_dataset("validation") if self.perform_validation else None
@@ -388,7 +464,12 @@ class ModelTrainerBase(ABC):
             self.initialize(train_set.num_landmarks)
         self.check_landmarks(train_set)
         train_loader = self.make_loader(train_set, shuffle=True)
-        val_loader = self.make_loader(val_set, shuffle=False) if val_set else None
+        val_loader = image_loader = None
+        if val_set is not None and self.patch_sampling:  # loss on patches, error on images
+            val_loader = self.make_loader(val_set.with_patches(self.patch_sampler()), False)
+            image_loader = self.make_loader(val_set, shuffle=False)
+        elif val_set is not None:
+            val_loader = self.make_loader(val_set, shuffle=False)
         logger.info(
             "training on %d images, validating on %d; %d epochs of %d batches of %d",
             len(train_set),
@@ -424,7 +505,9 @@ class ModelTrainerBase(ABC):
                 losses.append(self.train_step(batch))
                 bar.set_postfix(loss=f"{losses[-1]:.4g}")
             train_seconds = time.perf_counter() - start
-            val_loss, val_mre = self.validate(val_loader) if val_loader else (math.nan, math.nan)
+            val_loss, val_mre = (
+                self.validate(val_loader, image_loader) if val_loader else (math.nan, math.nan)
+            )
             self.epoch = epoch + 1
             stop = self.on_epoch_end(
                 float(np.mean(losses)),
@@ -507,7 +590,7 @@ class ModelTrainerBase(ABC):
         for row in range(min(count, len(batch["image"]))):
             self.label_generator.debug_sample(
                 batch["image"][row, 0].numpy(),
-                batch["coords"][row].numpy(),
+                (batch["coords"][row] - batch["patch_corner"][row]).numpy(),
                 select_sample(labels, row),
                 folder / f"training_sample_{row}.png",
             )

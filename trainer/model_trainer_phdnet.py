@@ -43,13 +43,14 @@ class ModelTrainerPHDNet(ModelTrainerBase):
         self.vote_sigma = self.patch_size / 2  # blur of each displacement vote, input pixels
 
     def initialize_network(self) -> None:
-        if any(s % self.patch_size for s in self.input_size):
+        if any(s % self.patch_size for s in self.network_input_size):
             raise ConfigError(
-                f"SAMPLER.INPUT_SIZE {list(self.input_size)} must be divisible by "
+                f"the network input {list(self.network_input_size)} must be divisible by "
                 f"the PHD-Net patch size {self.patch_size} (2^MAXPOOL_FACTOR)"
             )
         self.network = PHDNet(1, self.num_landmarks, self.branch_scheme, self.maxpool_factor)
-        grid = [s // self.patch_size for s in self.input_size]
+        self.input_multiple = self.patch_size
+        grid = [s // self.patch_size for s in self.network_input_size]
         logger.info(
             "PHD-Net: %s patches of %d px, branches: %s", grid, self.patch_size, self.branch_scheme
         )
@@ -98,12 +99,16 @@ class ModelTrainerPHDNet(ModelTrainerBase):
 
     def get_coords_from_heatmap(self, output, original_sizes):
         decoded = self.output_to_average(output)
+        grid = next(iter(decoded.values())).shape[-2:]
         smoothed = candidate_smoothing(
             decoded.get("probability"),
             decoded.get("offset"),
-            self.input_size,
+            [side * self.patch_size for side in grid],
             self.vote_sigma,
             weight_votes_by_heatmap=self.class_label_scheme != "gaussian",  # one-hot heatmaps
             max_displacement=self.clamp_dist,
         )
-        return self.decode_heatmap_batch(smoothed, original_sizes, sigma=self.vote_sigma)
+        height, width = self.whole_image_size(original_sizes)  # the grid may cover padding
+        return self.decode_heatmap_batch(
+            smoothed[..., :height, :width], original_sizes, sigma=self.vote_sigma
+        )

@@ -28,10 +28,14 @@ class ModelTrainerUNet(ModelTrainerBase):
     def initialize_network(self) -> None:
         try:
             features = plan_unet_features(
-                self.input_size, self.min_feature_resolution, self.init_features, self.max_features
+                self.network_input_size,
+                self.min_feature_resolution,
+                self.init_features,
+                self.max_features,
             )
         except ValueError as err:
-            raise ConfigError(f"SAMPLER.INPUT_SIZE: {err}") from None
+            key = "SAMPLE_PATCH_SIZE" if self.patch_sampling else "INPUT_SIZE"
+            raise ConfigError(f"SAMPLER.{key}: {err}") from None
         requested = self.supervised_levels
         num_outputs = min(requested, len(features) - 1)
         if num_outputs < requested:
@@ -43,11 +47,12 @@ class ModelTrainerUNet(ModelTrainerBase):
                 num_outputs,
             )
         self.network = UNet(1, self.num_landmarks, features, num_outputs)
-        smallest = [s // 2 ** (len(features) - 1) for s in self.input_size]
+        self.input_multiple = 2 ** (len(features) - 1)
+        smallest = [s // self.input_multiple for s in self.network_input_size]
         logger.info(
             "U-Net plan: %d levels (input %s down to %s), features %s, %d supervised outputs",
             len(features),
-            list(self.input_size),
+            list(self.network_input_size),
             smallest,
             features,
             num_outputs,
@@ -66,6 +71,11 @@ class ModelTrainerUNet(ModelTrainerBase):
     def initialize_loss_function(self) -> None:
         weights = deep_supervision_weights(self.network.num_outputs)
         self.loss = DeepSupervisionLoss(HeatmapMSELoss(), weights)
+
+    def output_to_average(self, output):
+        """Only the finest heatmap is decoded: averaging (TTA, E-MHA) and stitching skip the
+        coarser deep-supervision levels."""
+        return output[:1]
 
     def get_coords_from_heatmap(self, output, original_sizes):
         return self.decode_heatmap_batch(output[0], original_sizes)  # the finest output

@@ -54,13 +54,6 @@ class LabelGenerator(ABC):
 
         save_sample_figure(image, landmarks, np.asarray(labels[0]).max(axis=0), path)
 
-    def stitch_heatmap(self, *args, **kwargs):
-        """Combine patch outputs into one full-image output (for patch-based inference)."""
-        raise NotImplementedError(
-            f"{type(self).__name__}.stitch_heatmap: patchify-and-stitch inference is not "
-            "implemented yet"
-        )
-
 
 def gaussian_heatmaps(
     centres: torch.Tensor, sigma: float, size: Sequence[int], amplitude: float = 1.0
