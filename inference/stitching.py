@@ -91,13 +91,13 @@ def patchify_and_stitch(
     """``forward``'s output for one (1, C, H, W) image, stitched from overlapping windows.
 
     Args:
-        forward: maps (N, C, h, w) windows to outputs of (N, c, h / f, w / f) tensors.
+        forward: maps (N, C, h, w) windows to outputs of (N, ..., h / f, w / f) tensors.
         window_size: (h, w) of a window, divisible by ``multiple`` (and by every output stride).
         stride: (y, x) step between windows, divisible by every output stride.
         batch_size: windows per call of ``forward``.
         multiple: the image is padded to sides divisible by this.
     Returns:
-        the output's structure with each tensor (1, c, ceil(H / f), ceil(W / f)): the
+        the output's structure with each tensor (1, ..., ceil(H / f), ceil(W / f)): the
         Gaussian-weighted mean of the windows that cover each cell.
     """
     if image.shape[0] != 1:
@@ -132,13 +132,15 @@ def patchify_and_stitch(
                     )
                 sums.append(
                     torch.zeros(
-                        (1, leaf.shape[1], height // stride_f, width // stride_f),
+                        (1, *leaf.shape[1:-2], height // stride_f, width // stride_f),
                         device=leaf.device,
                         dtype=torch.float32,
                     )
                 )
                 if stride_f not in weights:
-                    weights[stride_f] = torch.zeros_like(sums[-1][:, :1])
+                    weights[stride_f] = torch.zeros(
+                        (height // stride_f, width // stride_f), device=leaf.device
+                    )
                     window_weights[stride_f] = gaussian_importance(leaf.shape[-2:], leaf.device)
         for leaf, total in zip(leaves, sums, strict=True):
             stride_f = height // total.shape[-2]

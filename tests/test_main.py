@@ -446,3 +446,77 @@ def test_sampler_debug_saves_augmented_samples(tiny_data, tmp_path, capsys):
     assert pictures == [f"training_sample_{i}.png" for i in range(4)]
     with Image.open(out / "debug" / pictures[0]) as picture:
         assert picture.width > 100 and picture.height > 100
+
+
+PATCH_OPTS = ["SAMPLER.SAMPLE_MODE", "patch_bias", "SAMPLER.PATCH.SAMPLE_PATCH_SIZE", "[16, 24]"]
+
+
+@pytest.mark.parametrize(
+    ("architecture", "inference_mode"),
+    [
+        ("U-Net", "patchify_and_stitch"),
+        ("U-Net", "fully_convolutional"),
+        ("PHD-Net", "patchify_and_stitch"),
+    ],
+)
+def test_full_resolution_patch_training_end_to_end(
+    tiny_data, tmp_path, capsys, architecture, inference_mode
+):
+    out = tmp_path / "patches"
+    opts = [
+        *tiny_opts(tiny_data, out),
+        *PATCH_OPTS,
+        "SAMPLER.PATCH.INFERENCE_MODE",
+        inference_mode,
+        "MODEL.ARCHITECTURE",
+        architecture,
+        "MODEL.GAUSS_SIGMA",
+        "1.0" if architecture == "PHD-Net" else "2.0",
+    ]
+    code, err = run_main(["--cfg", DEMO_CFG, *opts], capsys)
+    assert code == 0, err
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert np.isfinite(metrics["val_mre_px"]).all() and np.isfinite(metrics["val_loss"]).all()
+    predictions = pd.read_csv(out / "results" / "model_best" / "predictions.csv")
+    samples = parse_samples(
+        read_dataset_json(tiny_data / "demo.json")["testing"],
+        tiny_data / "demo.json",
+        tiny_data,
+        [],
+        [],
+        allow_unannotated=True,
+    )
+    sizes = {s.id: Image.open(s.image_path).size for s in samples}  # (W, H)
+    for row in predictions.itertuples():  # predictions in pixels of each original image
+        width, height = sizes[row.id]
+        assert -0.5 <= row.pred_x <= width - 0.5 and -0.5 <= row.pred_y <= height - 0.5
+    assert predictions["id"].nunique() == len(samples)
+
+
+def test_patch_model_predicts_with_either_inference_mode(tiny_data, tmp_path, capsys):
+    out = tmp_path / "patches"
+    code, err = run_main(["--cfg", DEMO_CFG, *tiny_opts(tiny_data, out), *PATCH_OPTS], capsys)
+    assert code == 0, err
+    stitched = [
+        *tiny_opts(tiny_data, out),
+        *PATCH_OPTS,
+        "SAMPLER.PATCH.INFERENCE_MODE",
+        "patchify_and_stitch",
+        "SAMPLER.PATCH.STITCH_STRIDE",
+        "[8, 8]",
+        "TRAINER.INFERENCE_ONLY",
+        "True",
+        "MODEL.CHECKPOINT",
+        str(out / "model_best.model"),
+    ]
+    code, err = run_main(["--cfg", DEMO_CFG, *stitched], capsys)
+    assert code == 0, err
+    first = pd.read_csv(out / "results" / "model_best" / "predictions.csv")
+    second = pd.read_csv(out / "results" / "model_best_2" / "predictions.csv")
+    assert len(first) == len(second)
+    assert not np.allclose(first["pred_x"], second["pred_x"])  # a different forward pass
+    # A checkpoint trained on patches is refused by a full-image config.
+    full_image = [*tiny_opts(tiny_data, out), "TRAINER.INFERENCE_ONLY", "True"]
+    full_image += ["MODEL.CHECKPOINT", str(out / "model_best.model")]
+    code, err = run_main(["--cfg", DEMO_CFG, *full_image], capsys)
+    assert code == 2 and "SAMPLER.SAMPLE_MODE" in err

@@ -1,0 +1,98 @@
+"""Tests of datasets/patch_sampling.py and patches cut by DatasetBase."""
+
+import numpy as np
+import pytest
+from conftest import write_json, write_png
+
+from datasets.dataset_generic import DatasetGeneric
+from datasets.patch_sampling import PatchSampler, crop_patch
+from utils.coordinates import coords_inside
+
+
+@pytest.mark.parametrize("image_size", [(100, 120), (40, 30), (64, 64), (33, 200)])
+def test_bias_one_always_holds_a_landmark(image_size):
+    rng = np.random.default_rng(0)
+    sampler = PatchSampler((48, 40), bias=1.0)
+    height, width = image_size
+    for _ in range(500):
+        coords = rng.uniform([-0.5, -0.5], [width - 0.5, height - 0.5], size=(3, 2))
+        visible = rng.random(3) < 0.7
+        visible[rng.integers(3)] = True
+        corner = sampler.corner(coords, visible, image_size, rng)
+        inside = coords_inside(coords - corner, sampler.patch_size) & visible
+        assert inside.any()
+
+
+def test_bias_zero_draws_corners_uniformly():
+    rng = np.random.default_rng(1)
+    sampler = PatchSampler((20, 60), bias=0.0)
+    coords, visible = np.array([[5.0, 5.0]]), np.array([True])
+    corners = np.array([sampler.corner(coords, visible, (50, 100), rng) for _ in range(8200)])
+    # x in 0..40, y in 0..30, each value equally likely: 8200 / 41 = 200 per x value.
+    assert corners[:, 0].min() == 0 and corners[:, 0].max() == 40
+    assert corners[:, 1].min() == 0 and corners[:, 1].max() == 30
+    counts = np.bincount(corners[:, 0], minlength=41)
+    chi2 = ((counts - 200) ** 2 / 200).sum()
+    assert chi2 < 80  # 40 degrees of freedom: P(chi2 > 80) < 1e-4 when uniform
+    # The landmark at (5, 5) is in the patch only for corners x <= 5 and y <= 5.
+    held = coords_inside(coords[None, 0] - corners, sampler.patch_size).mean()
+    assert abs(held - 6 / 41 * 6 / 31) < 0.03
+
+
+def test_bias_places_landmark_uniformly_inside_the_patch():
+    rng = np.random.default_rng(2)
+    sampler = PatchSampler((32, 32), bias=1.0)
+    coords, visible = np.array([[500.0, 400.0]]), np.array([True])
+    positions = np.array(
+        [coords[0] - sampler.corner(coords, visible, (1000, 1000), rng) for _ in range(3200)]
+    )
+    assert positions.min() == 0 and positions.max() == 31
+    assert abs(positions.mean() - 15.5) < 0.5  # not always centred
+
+
+def test_bias_without_visible_landmarks_draws_uniformly():
+    rng = np.random.default_rng(3)
+    sampler = PatchSampler((10, 10), bias=1.0)
+    corner = sampler.corner(np.zeros((2, 2)), np.array([False, False]), (50, 50), rng)
+    assert corner.min() >= 0 and corner.max() <= 40
+
+
+def test_crop_pads_outside_the_image():
+    image = np.arange(12, dtype=np.float32).reshape(3, 4) + 1
+    patch = crop_patch(image, (-1, -2), (5, 6))
+    assert patch.shape == (5, 6)
+    np.testing.assert_array_equal(patch[2:5, 1:5], image)
+    assert patch[:2].sum() == 0 and patch[:, 0].sum() == 0 and patch[:, 5].sum() == 0
+
+
+def test_dataset_patch_shows_the_landmark(tmp_path):
+    """A bright dot at each landmark of a 60x80 image must be at coords - corner in the patch."""
+    image = np.zeros((60, 80), dtype=np.uint8)
+    coords = [[12.0, 7.0], [70.0, 50.0]]
+    for x, y in coords:
+        image[int(y), int(x)] = 255
+    write_png(tmp_path / "img.png", image)
+    sample = {"id": "dot", "image": "img.png", "coordinates": coords}
+    path = write_json(tmp_path / "d.json", {"training": [sample]})
+    dataset = DatasetGeneric(path, "training", tmp_path, input_size=None)
+    patches = dataset.with_patches(PatchSampler((16, 24), bias=1.0))
+    for seed in range(20):
+        item = patches[(0, seed)]
+        assert item["image"].shape == (1, 16, 24)
+        corner = item["patch_corner"].numpy()
+        assert item["visible"].sum() >= 1
+        for k in np.flatnonzero(item["visible"].numpy()):
+            x, y = (item["coords"][k].numpy() - corner).astype(int)
+            assert item["image"][0, y, x] == item["image"].max()
+    np.testing.assert_array_equal(dataset[0]["coords"].numpy(), coords)  # full size: no resize
+    assert dataset[0]["image"].shape == (1, 60, 80)
+
+
+def test_validation_patches_repeat(hand_dataset):
+    path, root = hand_dataset
+    dataset = DatasetGeneric(path, "validation", root, input_size=(16, 24))
+    patches = dataset.with_patches(PatchSampler((8, 8), bias=0.5))
+    assert patches._cache is dataset._cache  # the images are cached once
+    first = [patches[i]["patch_corner"] for i in range(len(patches))]
+    again = [patches[i]["patch_corner"] for i in range(len(patches))]
+    assert all((a == b).all() for a, b in zip(first, again, strict=True))
