@@ -41,7 +41,8 @@ _C.SAMPLER.PATCH = CN()
 _C.SAMPLER.PATCH.RESOLUTION_TO_SAMPLE_FROM = "full"  # "full" or "input_size" (patch mode only)
 _C.SAMPLER.PATCH.SAMPLE_PATCH_SIZE = [512, 512]  # [height, width] of sampled patches
 _C.SAMPLER.PATCH.SAMPLER_BIAS = 0.66  # probability that a patch contains a landmark
-_C.SAMPLER.PATCH.INFERENCE_MODE = "fully_convolutional"  # or "patchify_and_stitch"
+_C.SAMPLER.PATCH.INFERENCE_MODE = "fully_convolutional"  # "patchify_and_stitch", "coarse_to_fine"
+_C.SAMPLER.PATCH.COARSE_CHECKPOINT = None  # coarse_to_fine: a full-image model's checkpoint
 _C.SAMPLER.PATCH.STITCH_STRIDE = []  # [y, x] step between stitched windows; [] = half a patch
 
 # ----------------------------------------------------------------------------------------------
@@ -137,7 +138,11 @@ _CHOICES = {
     "SAMPLER.DATA_AUG_PACKAGE": ("albumentations", "imgaug"),
     "SAMPLER.SAMPLE_MODE": ("full", "patch_bias"),
     "SAMPLER.PATCH.RESOLUTION_TO_SAMPLE_FROM": ("full", "input_size"),
-    "SAMPLER.PATCH.INFERENCE_MODE": ("fully_convolutional", "patchify_and_stitch"),
+    "SAMPLER.PATCH.INFERENCE_MODE": (
+        "fully_convolutional",
+        "patchify_and_stitch",
+        "coarse_to_fine",
+    ),
     "SOLVER.OPTIMIZER": ("adamw", "adam", "sgd"),
     "SOLVER.DECAY_POLICY": ("poly", None),
     "SAMPLER.DATA_AUG": (
@@ -337,6 +342,12 @@ def _validate_patch_keys(cfg: CN) -> None:
     if stride and patch.INFERENCE_MODE != "patchify_and_stitch":
         raise ConfigError(
             "SAMPLER.PATCH.STITCH_STRIDE is used only with INFERENCE_MODE patchify_and_stitch"
+        )
+    coarse = patch.COARSE_CHECKPOINT
+    if (patch.INFERENCE_MODE == "coarse_to_fine") != bool(coarse):
+        raise ConfigError(
+            "SAMPLER.PATCH.INFERENCE_MODE coarse_to_fine needs SAMPLER.PATCH.COARSE_CHECKPOINT "
+            "(a model trained on whole resized images), and that checkpoint is used only there"
         )
     if stride and any(s > p for s, p in zip(stride, patch.SAMPLE_PATCH_SIZE, strict=True)):
         raise ConfigError(

@@ -13,12 +13,10 @@ from pathlib import Path
 
 from config import load_cfg, unused_keys
 from datasets.dataset_base import DatasetBase, read_dataset_json
-from datasets.dataset_index import get_dataset_class
 from inference.cross_validation import fold_numbers, summarise_cross_validation
 from inference.predictor import run_inference
 from trainer.model_trainer_base import ModelTrainerBase, seed_everything
-from trainer.model_trainer_index import get_trainer_class
-from transforms.label_generator_index import get_label_generator_class
+from trainer.model_trainer_index import build_trainer
 from utils.errors import ConfigError, LannuError
 from utils.logging_setup import setup_logging
 
@@ -80,15 +78,6 @@ def test_ensemble(trainer: ModelTrainerBase, cfg) -> None:
     )
 
 
-def make_trainer(cfg) -> ModelTrainerBase:
-    """The trainer of MODEL.ARCHITECTURE with the configured dataset and label generator."""
-    return get_trainer_class(cfg.MODEL.ARCHITECTURE)(
-        cfg,
-        dataset_class=get_dataset_class(cfg.DATASET.DATASET_CLASS),
-        label_generator_class=get_label_generator_class(cfg.MODEL.ARCHITECTURE),
-    )
-
-
 def cross_validate(cfg) -> None:
     """TRAINER.CROSS_VALIDATION: train and test every fold<N>.json into OUTPUT_DIR/fold<N>,
     then summarise all folds' test predictions (best checkpoints) together."""
@@ -102,7 +91,7 @@ def cross_validate(cfg) -> None:
         fold_cfg.TRAINER.CROSS_VALIDATION = False
         fold_cfg.OUTPUT.OUTPUT_DIR = str(output_dir / f"fold{fold}")
         fold_cfg.freeze()
-        check_output_dir(make_trainer(fold_cfg), fold_cfg)  # before any fold trains for hours
+        check_output_dir(build_trainer(fold_cfg), fold_cfg)  # before any fold trains for hours
         fold_cfgs[fold] = fold_cfg
     fold_results = {}
     for fold, fold_cfg in fold_cfgs.items():
@@ -110,7 +99,7 @@ def cross_validate(cfg) -> None:
         Path(fold_cfg.OUTPUT.OUTPUT_DIR).mkdir(parents=True, exist_ok=True)
         (Path(fold_cfg.OUTPUT.OUTPUT_DIR) / "config.yaml").write_text(fold_cfg.dump())
         logger.info("cross-validation: fold %d of %s", fold, folds)
-        folders = train_and_test(make_trainer(fold_cfg), None)
+        folders = train_and_test(build_trainer(fold_cfg), None)
         if folders:
             fold_results[fold] = folders[0]
     if fold_results:
@@ -149,11 +138,11 @@ def run(argv: list[str] | None = None) -> None:
     cfg = load_cfg(args.cfg, args.opts)
     if cfg.TRAINER.CROSS_VALIDATION:
         fold_numbers(cfg.DATASET.SRC_TARGETS)  # fail early on a missing folder
-        make_trainer(cfg)  # and on unknown architecture or dataset class
+        build_trainer(cfg)  # and on unknown architecture or dataset class
         start_run_logging(cfg, args)
         cross_validate(cfg)
         return
-    trainer = make_trainer(cfg)
+    trainer = build_trainer(cfg)
     checkpoints = check_output_dir(trainer, cfg)
     start_run_logging(cfg, args)
     if cfg.INFERENCE.ENSEMBLE_INFERENCE:

@@ -27,7 +27,8 @@ def map_tensors(fn: Callable[[torch.Tensor], Any], output: Any) -> Any:
     return fn(output)
 
 
-def _leaves(output: Any) -> list[torch.Tensor]:
+def tensor_leaves(output: Any) -> list[torch.Tensor]:
+    """The tensors of a nested output, in ``map_tensors``' order."""
     found: list[torch.Tensor] = []
     map_tensors(found.append, output)
     return found
@@ -61,8 +62,9 @@ def pad_to_fit(images: torch.Tensor, multiple: int, min_size: Sequence[int] = (0
     return F.pad(images, (0, padded_w - width, 0, padded_h - height))
 
 
-def _crop_to_image(output: Any, padded: Sequence[int], image: Sequence[int]) -> Any:
-    """Drop the output cells that lie wholly in the padding (each tensor at its own stride)."""
+def crop_to_image(output: Any, padded: Sequence[int], image: Sequence[int]) -> Any:
+    """Drop the output cells of a ``padded`` (H, W) input that lie wholly outside the ``image``
+    (H, W) (each tensor at its own stride)."""
 
     def crop(tensor: torch.Tensor) -> torch.Tensor:
         stride = padded[0] // tensor.shape[-2]
@@ -77,7 +79,7 @@ def fully_convolutional(
     """``forward`` of the whole (B, C, H, W) batch, padded to sides divisible by ``multiple``
     (the network's total down-sampling), outputs cropped back to the image."""
     padded = pad_to_fit(images, multiple)
-    return _crop_to_image(forward(padded), padded.shape[-2:], images.shape[-2:])
+    return crop_to_image(forward(padded), padded.shape[-2:], images.shape[-2:])
 
 
 def patchify_and_stitch(
@@ -119,7 +121,7 @@ def patchify_and_stitch(
             [padded[..., y : y + window_size[0], x : x + window_size[1]] for y, x in chunk]
         )
         output = forward(windows)
-        leaves = _leaves(output)
+        leaves = tensor_leaves(output)
         if sums is None:
             structure = output
             sums = []
@@ -161,4 +163,4 @@ def patchify_and_stitch(
                 ] += window_weights[stride_f]
     stitched = iter(total / weights[height // total.shape[-2]] for total in sums)
     output = map_tensors(lambda _: next(stitched), structure)
-    return _crop_to_image(output, (height, width), image.shape[-2:])
+    return crop_to_image(output, (height, width), image.shape[-2:])

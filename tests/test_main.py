@@ -520,3 +520,23 @@ def test_patch_model_predicts_with_either_inference_mode(tiny_data, tmp_path, ca
     full_image += ["MODEL.CHECKPOINT", str(out / "model_best.model")]
     code, err = run_main(["--cfg", DEMO_CFG, *full_image], capsys)
     assert code == 2 and "SAMPLER.SAMPLE_MODE" in err
+
+
+def test_coarse_to_fine_uses_a_full_image_model(tiny_data, tmp_path, capsys):
+    coarse, fine = tmp_path / "coarse", tmp_path / "fine"
+    code, err = run_main(["--cfg", DEMO_CFG, *tiny_opts(tiny_data, coarse)], capsys)
+    assert code == 0, err
+    code, err = run_main(["--cfg", DEMO_CFG, *tiny_opts(tiny_data, fine), *PATCH_OPTS], capsys)
+    assert code == 0, err
+    refine = [*tiny_opts(tiny_data, fine), *PATCH_OPTS, "TRAINER.INFERENCE_ONLY", "True"]
+    refine += ["SAMPLER.PATCH.INFERENCE_MODE", "coarse_to_fine"]
+    refine += ["MODEL.CHECKPOINT", str(fine / "model_best.model")]
+    # A patch model cannot be the coarse model.
+    wrong = [*refine, "SAMPLER.PATCH.COARSE_CHECKPOINT", str(fine / "model_best.model")]
+    code, err = run_main(["--cfg", DEMO_CFG, *wrong], capsys)
+    assert code == 2 and "COARSE_CHECKPOINT" in err and "patches" in err
+    right = [*refine, "SAMPLER.PATCH.COARSE_CHECKPOINT", str(coarse / "model_best.model")]
+    code, err = run_main(["--cfg", DEMO_CFG, *right], capsys)
+    assert code == 0, err
+    predictions = pd.read_csv(fine / "results" / "model_best_2" / "predictions.csv")
+    assert np.isfinite(predictions["pred_x"]).all() and len(predictions) > 0

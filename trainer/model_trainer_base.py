@@ -30,6 +30,7 @@ from yacs.config import CfgNode
 from datasets.dataset_base import DatasetBase, annotation_path, resolve_annotation_file
 from datasets.patch_sampling import PatchSampler
 from datasets.sampling import SeededEpochSampler
+from inference.coarse_to_fine import refine_around_candidates
 from inference.decoding import heatmap_to_coords
 from inference.ensemble import average_outputs
 from inference.predictions import target_coords
@@ -37,6 +38,7 @@ from inference.stitching import fully_convolutional, map_tensors, patchify_and_s
 from transforms.dataloader_transforms import build_augmentation
 from transforms.generate_labels import LabelGenerator
 from utils.checkpoints import CHECKPOINT_SUFFIX, load_checkpoint, save_checkpoint
+from utils.coordinates import resize_image
 from utils.errors import CheckpointError, ConfigError, DataError, TrainingError
 from utils.plotting import save_training_curves
 
@@ -74,6 +76,29 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def load_coarse_trainer(checkpoint: str | Path, device: torch.device) -> ModelTrainerBase:
+    """A trainer holding the full-image model of ``checkpoint``, built from the config saved in
+    it, set to decode into the pixels of whatever size it is given (scale_heatmap_first)."""
+    from config import get_cfg_defaults  # here: the config module reads no trainer
+    from trainer.model_trainer_index import build_trainer
+
+    state = load_checkpoint(checkpoint, map_location=device)
+    cfg = get_cfg_defaults()
+    cfg.merge_from_other_cfg(CfgNode(yaml.safe_load(state["config"])))
+    if cfg.SAMPLER.SAMPLE_MODE != "full":
+        raise ConfigError(
+            f"SAMPLER.PATCH.COARSE_CHECKPOINT {checkpoint} was trained on patches; give a "
+            "model trained on whole resized images (SAMPLER.SAMPLE_MODE full)"
+        )
+    cfg.INFERENCE.EVALUATION_MODE = "scale_heatmap_first"
+    cfg.TRAINER.DEVICE = str(device)
+    cfg.freeze()
+    trainer = build_trainer(cfg)
+    trainer.load_checkpoint(checkpoint, resume_training=False)
+    trainer.network.eval()
+    return trainer
 
 
 class ModelTrainerBase(ABC):
@@ -125,6 +150,8 @@ class ModelTrainerBase(ABC):
         self.sampler_bias = float(patch.SAMPLER_BIAS)
         self.inference_mode = patch.INFERENCE_MODE
         self.stitch_stride = tuple(int(s) for s in patch.STITCH_STRIDE) or None
+        self.coarse_checkpoint = patch.COARSE_CHECKPOINT
+        self.coarse_trainer: ModelTrainerBase | None = None  # loaded at first use
         # Images are read at INPUT_SIZE, or at their own size (None) for full-resolution patches.
         full_resolution = self.patch_sampling and patch.RESOLUTION_TO_SAMPLE_FROM == "full"
         self.image_size = None if full_resolution else self.input_size
@@ -257,6 +284,15 @@ class ModelTrainerBase(ABC):
 
         if self.inference_mode == "fully_convolutional":
             return fully_convolutional(forward, images, self.input_multiple)
+        if self.inference_mode == "coarse_to_fine":
+            return refine_around_candidates(
+                forward,
+                images,
+                self.coarse_candidates(images),
+                self.sample_patch_size,
+                self.batch_size,
+                self.input_multiple,
+            )
         try:
             return patchify_and_stitch(
                 forward,
@@ -268,6 +304,25 @@ class ModelTrainerBase(ABC):
             )
         except ValueError as err:  # a stride that does not fit the network's output grid
             raise ConfigError(f"SAMPLER.PATCH.STITCH_STRIDE: {err}") from None
+
+    def coarse_candidates(self, image: torch.Tensor) -> np.ndarray:
+        """(K, 2) x,y of each landmark in pixels of the (1, 1, H, W) ``image``, predicted by the
+        full-image model of SAMPLER.PATCH.COARSE_CHECKPOINT on the image resized to its input."""
+        if self.coarse_trainer is None:
+            self.coarse_trainer = load_coarse_trainer(self.coarse_checkpoint, self.device)
+            if self.coarse_trainer.landmark_ids != self.landmark_ids:
+                raise CheckpointError(
+                    f"{self.coarse_checkpoint}: predicts landmarks "
+                    f"{self.coarse_trainer.landmark_ids}, this model {self.landmark_ids}"
+                )
+        coarse = self.coarse_trainer
+        small = resize_image(image[0, 0].float().cpu().numpy(), coarse.input_size)
+        small = torch.from_numpy(small)[None, None].to(self.device)
+        whole_size = torch.tensor([image.shape[-2:]])  # decode straight into this image's pixels
+        with torch.no_grad():
+            output = coarse.inference_forward(small)
+            coords = coarse.get_coords_from_heatmap(output, whole_size)[0]
+        return coords[0].float().cpu().numpy()
 
     def stitch_stride_pixels(self) -> tuple[int, int]:
         """SAMPLER.PATCH.STITCH_STRIDE, or half the patch rounded down to ``input_multiple``."""

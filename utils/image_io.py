@@ -15,7 +15,7 @@ from PIL import Image
 
 from utils.errors import DataError
 
-PIL_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
+PIL_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
 DICOM_SUFFIXES = {".dcm", ".dicom"}
 # ITU-R BT.601 luma weights, the same as PIL's "L" conversion.
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -91,7 +91,8 @@ def read_image(path: str | Path) -> LoadedImage:
             loaded = _read_dicom(path)
         else:
             raise DataError(
-                f"{path}: unsupported image format '{suffix}'; use PNG, JPEG, TIFF, NPZ or DICOM"
+                f"{path}: unsupported image format '{suffix}'; use PNG, JPEG, TIFF, BMP, WebP, "
+                "NPZ or DICOM"
             )
     except DataError:
         raise
