@@ -32,6 +32,7 @@ from datasets.sampling import SeededEpochSampler
 from inference.decoding import heatmap_to_coords
 from inference.ensemble import average_outputs
 from inference.predictions import target_coords
+from tracking.base import Tracker
 from transforms.dataloader_transforms import build_augmentation
 from transforms.generate_labels import LabelGenerator
 from utils.checkpoints import CHECKPOINT_SUFFIX, load_checkpoint, save_checkpoint
@@ -143,6 +144,9 @@ class ModelTrainerBase(ABC):
         self.sdr_thresholds = list(cfg.INFERENCE.SDR_THRESHOLDS)
         self.results_append = cfg.OUTPUT.RESULTS_CSV_APPEND or ""
         self.dataset_name = cfg.DATASET.NAME
+        self.inference_debug = bool(cfg.INFERENCE.DEBUG)
+        self.prediction_figures = int(cfg.OUTPUT.PREDICTION_FIGURES)
+        self.tracker = Tracker()  # does nothing; main.py attaches Comet / TensorBoard (tracking/)
 
         self.network: torch.nn.Module | None = None
         self.label_generator: LabelGenerator | None = None
@@ -233,6 +237,16 @@ class ModelTrainerBase(ABC):
             flipped = self.flip_output_back(network(images.flip(-2)))
         return average_outputs([self.output_to_average(output), self.output_to_average(flipped)])
 
+    def display_heatmaps(self, output: Any) -> torch.Tensor:
+        """(B, K, h, w) maps of a batch's output to show in INFERENCE.DEBUG figures: the first
+        tensor of a list or tuple (the U-Net's finest level), a dict's ``heatmap``, or the
+        tensor itself. Override where the decoded map is another (PHD-Net: candidate voting)."""
+        if isinstance(output, dict):
+            return output["heatmap"]
+        if isinstance(output, list | tuple):
+            return output[0]
+        return output
+
     def output_to_average(self, output: Any) -> Any:
         """The form of a network output in which outputs are averaged (flip TTA, E-MHA); must
         still be accepted by ``get_coords_from_heatmap``. The default, the output itself, suits
@@ -250,6 +264,7 @@ class ModelTrainerBase(ABC):
         self.initialize_label_generator()
         self.initialize_optimizer_and_scheduler()
         self.initialize_loss_function()
+        self.tracker.log_model(self.network)
         n_params = sum(p.numel() for p in self.network.parameters())
         logger.info(
             "%s: %d landmarks, %.2f M parameters, device %s%s",
@@ -460,6 +475,7 @@ class ModelTrainerBase(ABC):
                 "samples_per_s": samples / train_seconds,
             }
         )
+        self.tracker.log_epoch(self.history[-1])
         metric = val_mre if self.perform_validation else train_loss
         improved = metric < self.best_metric
         if improved:

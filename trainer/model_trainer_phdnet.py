@@ -96,9 +96,10 @@ class ModelTrainerPHDNet(ModelTrainerBase):
             )
         return decoded
 
-    def get_coords_from_heatmap(self, output, original_sizes):
+    def display_heatmaps(self, output):
+        """The candidate-smoothed maps (B, K, H, W) at input size: what is decoded."""
         decoded = self.output_to_average(output)
-        smoothed = candidate_smoothing(
+        return candidate_smoothing(
             decoded.get("probability"),
             decoded.get("offset"),
             self.input_size,
@@ -106,4 +107,7 @@ class ModelTrainerPHDNet(ModelTrainerBase):
             weight_votes_by_heatmap=self.class_label_scheme != "gaussian",  # one-hot heatmaps
             max_displacement=self.clamp_dist,
         )
+
+    def get_coords_from_heatmap(self, output, original_sizes):
+        smoothed = self.display_heatmaps(output)
         return self.decode_heatmap_batch(smoothed, original_sizes, sigma=self.vote_sigma)
