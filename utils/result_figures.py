@@ -61,8 +61,10 @@ def save_prediction_figure(
     if targets is not None:
         for (px, py), (tx, ty) in zip(predictions, targets, strict=True):
             ax.plot([px, tx], [py, ty], color="yellow", linewidth=1.5)
-        ax.scatter(targets[:, 0], targets[:, 1], s=60, c="lime", marker="+", linewidths=2)
-    ax.scatter(predictions[:, 0], predictions[:, 1], s=60, c="red", marker="x", linewidths=2)
+        ax.scatter(targets[:, 0], targets[:, 1], s=60, c="lime", marker="+", linewidths=2, zorder=3)
+    ax.scatter(
+        predictions[:, 0], predictions[:, 1], s=60, c="red", marker="x", linewidths=2, zorder=4
+    )
     for landmark, (x, y) in zip(landmark_ids, predictions, strict=True):
         ax.annotate(str(landmark), (x, y), xytext=(5, 5), textcoords="offset points", color="red")
     ax.text(
