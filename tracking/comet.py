@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -57,6 +58,8 @@ class CometTracker(Tracker):
         offline: bool,
         name: str,
     ) -> None:
+        if offline:  # a node without network: comet_ml must not try to report its own errors
+            os.environ.setdefault("COMET_ERROR_TRACKING_ENABLE", "false")
         import comet_ml  # optional: only a run with OUTPUT.USE_COMETML_LOGGING True needs it
 
         self.output_dir = Path(output_dir)
