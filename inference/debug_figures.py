@@ -57,9 +57,11 @@ def save_heatmap_debug_figure(
     num = len(landmark_ids)
     columns = min(num, MAX_COLUMNS)
     fig, axes = plt.subplots(
-        math.ceil(num / columns), columns, figsize=debug_figure_size(num, image.shape),
+        math.ceil(num / columns),
+        columns,
+        figsize=debug_figure_size(num, image.shape),
         squeeze=False,
-    )  # fmt: skip
+    )
     for k, ax in enumerate(axes.flat):
         ax.set_axis_off()
         if k >= num:

@@ -113,9 +113,16 @@ def test_inference_debug_figure_size(tmp_path, num_landmarks):
     path = tmp_path / "debug.png"
     points = np.tile([[10.0, 12.0]], (k, 1))
     save_heatmap_debug_figure(
-        np.zeros(SIZE), np.random.rand(k, *SIZE), points, points + 1, np.ones(k),
-        np.full(k, np.nan), list(range(k)), "sample", path,
-    )  # fmt: skip
+        np.zeros(SIZE),
+        np.random.rand(k, *SIZE),
+        points,
+        points + 1,
+        np.ones(k),
+        np.full(k, np.nan),
+        list(range(k)),
+        "sample",
+        path,
+    )
     width, height = debug_figure_size(k, SIZE)
     assert png_size(path) == (round(height * 100), round(width * 100))
     assert width == 3.0 * min(k, 4)

@@ -13,7 +13,7 @@ from torch import nn
 
 from datasets.synthetic import make_synthetic_dataset
 from tests.test_main import DEMO_CFG, run_main, tiny_opts
-from tracking.base import flatten_config
+from tracking.base import redact_config
 from utils.errors import ConfigError
 
 # Set before comet_ml is imported: it may start error reporting (Sentry) at import time.
@@ -62,7 +62,7 @@ def make_comet(tmp_path, **kwargs):
 def test_comet_offline_records_config_graph_metrics_and_results(tmp_path):
     tracker = make_comet(tmp_path)
     tracker.log_config(
-        flatten_config({"SOLVER": {"BASE_LR": 0.01}, "OUTPUT": {"COMET_API_KEY": "s"}})
+        redact_config({"SOLVER": {"BASE_LR": 0.01}, "OUTPUT": {"COMET_API_KEY": "s"}})
     )
     tracker.log_model(nn.Conv2d(1, 2, 3))
     for epoch in (1, 2, 3):
@@ -154,7 +154,12 @@ def test_tiny_run_with_every_output(tmp_path, capsys):
     steps = metric_steps(archive_messages(out))
     assert steps["train_loss"] == steps["val_mre_px"] == [1, 2]
     assert steps["model_best/smha/mre"] and steps["model_latest/smha/mre"]
-    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    assert [event.step for event in events.Scalars("val_mre_px")] == [1, 2]
+    assert "model_best/sdr_curve" in events.Tags()["images"]
     ids = sorted(pd.read_csv(out / "results" / "model_best" / "predictions.csv")["id"].unique())
     for kind in ("best", "latest"):
         folder = out / "results" / f"model_{kind}"

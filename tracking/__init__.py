@@ -13,9 +13,16 @@ from pathlib import Path
 import yaml
 from yacs.config import CfgNode
 
-from tracking.base import Tracker, TrackerGroup, flatten_config
+from tracking.base import Tracker, TrackerGroup, flatten_config, redact_config
 
-__all__ = ["Tracker", "TrackerGroup", "build_tracker", "flatten_config", "open_tracker"]
+__all__ = [
+    "Tracker",
+    "TrackerGroup",
+    "build_tracker",
+    "flatten_config",
+    "open_tracker",
+    "redact_config",
+]
 
 
 def build_tracker(cfg: CfgNode) -> Tracker:
@@ -43,7 +50,7 @@ def build_tracker(cfg: CfgNode) -> Tracker:
 
         trackers.append(TensorBoardTracker(output_dir / "tensorboard"))
     tracker = TrackerGroup(trackers)
-    tracker.log_config(flatten_config(yaml.safe_load(cfg.dump())))
+    tracker.log_config(redact_config(yaml.safe_load(cfg.dump())))
     return tracker
 
 

@@ -15,16 +15,25 @@ import pandas as pd
 from torch import nn
 
 
+def redact_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of a nested config (section -> key -> value) whose Comet API key, if set, is
+    ``"***"``, so that the key never reaches a tracker's server or files."""
+    copy = {
+        key: dict(value) if isinstance(value, Mapping) else value for key, value in config.items()
+    }
+    if copy.get("OUTPUT", {}).get("COMET_API_KEY"):
+        copy["OUTPUT"]["COMET_API_KEY"] = "***"
+    return copy
+
+
 def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"SOLVER": {"BASE_LR": 0.1}}`` -> ``{"SOLVER.BASE_LR": 0.1}``; the Comet API key is
-    replaced by ``"***"`` so that it never reaches a tracker's server or files."""
+    """``{"SOLVER": {"BASE_LR": 0.1}}`` -> ``{"SOLVER.BASE_LR": 0.1}``."""
     flat = {}
     for key, value in config.items():
-        name = f"{prefix}{key}"
         if isinstance(value, Mapping):
-            flat.update(flatten_config(value, f"{name}."))
+            flat.update(flatten_config(value, f"{prefix}{key}."))
         else:
-            flat[name] = "***" if name == "OUTPUT.COMET_API_KEY" and value else value
+            flat[f"{prefix}{key}"] = value
     return flat
 
 
@@ -32,7 +41,8 @@ class Tracker:
     """Receives a run's config, network, per-epoch metrics and results; this base ignores them."""
 
     def log_config(self, config: Mapping[str, Any]) -> None:
-        """The flattened config (``SECTION.KEY`` -> value), once at the start."""
+        """The merged config as nested dicts (section -> key -> value; the API key redacted),
+        once at the start."""
 
     def log_model(self, network: nn.Module) -> None:
         """The network, once it is built (a text summary of its layers)."""

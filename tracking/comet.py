@@ -19,7 +19,7 @@ import pandas as pd
 import yaml
 from torch import nn
 
-from tracking.base import Tracker
+from tracking.base import Tracker, flatten_config
 from utils.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -35,6 +35,42 @@ _EXPERIMENT_OPTIONS = {
     "auto_output_logging": False,
     "display_summary_level": 0,
 }
+
+
+def start_experiment(
+    comet_ml: Any,
+    api_key: str | None,
+    workspace: str,
+    project_name: str,
+    offline: bool,
+    offline_directory: Path,
+) -> tuple[Any, bool]:
+    """A Comet experiment and whether it is offline. An online one that is not alive after
+    its start (server unreachable, key refused) is replaced by an offline one, with a warning."""
+    if not offline:
+        if not api_key:
+            raise ConfigError(
+                "OUTPUT.USE_COMETML_LOGGING: no API key; set the COMET_API_KEY environment "
+                "variable (or OUTPUT.COMET_API_KEY), or OUTPUT.COMET_OFFLINE True"
+            )
+        experiment = comet_ml.Experiment(
+            api_key=api_key, workspace=workspace, project_name=project_name, **_EXPERIMENT_OPTIONS
+        )
+        if experiment.alive:
+            return experiment, False
+        logger.warning(
+            "Comet.ml: the server cannot be reached or refused the API key; logging offline to "
+            "%s instead (upload the archive later with `comet upload`)",
+            offline_directory,
+        )
+        experiment.end()
+    experiment = comet_ml.OfflineExperiment(
+        workspace=workspace,
+        project_name=project_name,
+        offline_directory=str(offline_directory),
+        **_EXPERIMENT_OPTIONS,
+    )
+    return experiment, True
 
 
 class CometTracker(Tracker):
@@ -64,32 +100,9 @@ class CometTracker(Tracker):
 
         self.output_dir = Path(output_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        self.experiment, self.offline = None, offline
-        if not offline:
-            if not api_key:
-                raise ConfigError(
-                    "OUTPUT.USE_COMETML_LOGGING: no API key; set the COMET_API_KEY environment "
-                    "variable (or OUTPUT.COMET_API_KEY), or OUTPUT.COMET_OFFLINE True"
-                )
-            self.experiment = comet_ml.Experiment(
-                api_key=api_key, workspace=workspace, project_name=project_name,
-                **_EXPERIMENT_OPTIONS,
-            )  # fmt: skip
-            if not self.experiment.alive:
-                logger.warning(
-                    "Comet.ml: the server cannot be reached or refused the API key; logging "
-                    "offline to %s instead (upload it later with `comet upload`)",
-                    self.output_dir,
-                )
-                self.experiment.end()
-                self.experiment, self.offline = None, True
-        if self.experiment is None:
-            self.experiment = comet_ml.OfflineExperiment(
-                workspace=workspace,
-                project_name=project_name,
-                offline_directory=str(self.output_dir),
-                **_EXPERIMENT_OPTIONS,
-            )
+        self.experiment, self.offline = start_experiment(
+            comet_ml, api_key, workspace, project_name, offline, self.output_dir
+        )
         self.experiment.set_name(name)
         self.experiment.add_tags(list(tags))
         self.record_file = (
@@ -109,15 +122,8 @@ class CometTracker(Tracker):
             )
 
     def log_config(self, config: Mapping[str, Any]) -> None:
-        self.experiment.log_parameters(dict(config))
-        nested: dict[str, Any] = {}
-        for key, value in config.items():
-            section, *rest = key.split(".")
-            node = nested.setdefault(section, {})
-            for part in rest[:-1]:
-                node = node.setdefault(part, {})
-            node[rest[-1]] = list(value) if isinstance(value, tuple) else value
-        self.experiment.log_asset_data(yaml.safe_dump(nested), name="config.yaml")
+        self.experiment.log_parameters(flatten_config(config))
+        self.experiment.log_asset_data(yaml.safe_dump(dict(config)), name="config.yaml")
 
     def log_model(self, network: nn.Module) -> None:
         self.experiment.set_model_graph(str(network))

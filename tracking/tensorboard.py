@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 from PIL import Image
 from torch import nn
 
@@ -25,8 +26,8 @@ class TensorBoardTracker(Tracker):
         self.writer = SummaryWriter(log_dir=str(log_dir))
 
     def log_config(self, config: Mapping[str, Any]) -> None:
-        lines = [f"    {key}: {value!r}" for key, value in config.items()]  # a code block
-        self.writer.add_text("config", "\n".join(lines))
+        lines = yaml.safe_dump(dict(config)).splitlines()
+        self.writer.add_text("config", "\n".join(f"    {line}" for line in lines))  # code block
 
     def log_model(self, network: nn.Module) -> None:
         text = "\n".join(f"    {line}" for line in str(network).splitlines())

@@ -68,9 +68,14 @@ def save_prediction_figure(
     for landmark, (x, y) in zip(landmark_ids, predictions, strict=True):
         ax.annotate(str(landmark), (x, y), xytext=(5, 5), textcoords="offset points", color="red")
     ax.text(
-        0.01, 0.99, title, transform=ax.transAxes, va="top", color="white",
+        0.01,
+        0.99,
+        title,
+        transform=ax.transAxes,
+        va="top",
+        color="white",
         bbox={"facecolor": "black", "alpha": 0.6, "linewidth": 0},
-    )  # fmt: skip
+    )
     fig.savefig(path, dpi=FIGURE_DPI)
     plt.close(fig)
 
