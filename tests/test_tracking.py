@@ -32,6 +32,8 @@ def no_network(monkeypatch, tmp_path):
     monkeypatch.setenv("COMET_OPTIMIZER_URL", "http://127.0.0.1:9/optimizer/")
     monkeypatch.setenv("COMET_CONFIG", str(tmp_path / "no.comet.config"))
     monkeypatch.setenv("COMET_DISABLE_AUTO_LOGGING", "1")
+    for name in ("DETAILS", "CPU", "GPU", "HOST", "NETWORK", "DISK"):  # seconds of system probes
+        monkeypatch.setenv(f"COMET_AUTO_LOG_ENV_{name}", "false")
 
 
 def archive_messages(folder: Path) -> list[dict]:
@@ -170,3 +172,23 @@ def test_tiny_run_with_every_output(tmp_path, capsys):
     with Image.open(out / "results" / "model_best" / "predictions" / f"{ids[0]}.png") as image:
         assert max(image.size) == 800
     assert len(list((out / "debug").glob("training_sample_*.png"))) == 4
+
+
+def test_online_experiment_url_is_printed_and_saved(tmp_path, monkeypatch, caplog):
+    class Online:
+        alive, url = True, "https://www.comet.com/ws/proj/abc123"
+
+        def __init__(self, **kwargs):
+            self.calls = []
+
+        def __getattr__(self, name):  # set_name, add_tags, log_metric...: recorded, no network
+            return lambda *args, **kwargs: self.calls.append(name)
+
+    monkeypatch.setattr(comet_ml, "Experiment", Online)
+    caplog.set_level("INFO")
+    tracker = make_comet(tmp_path, api_key="key", offline=False)
+    tracker.close()
+    (record,) = tmp_path.glob("comet_experiment_*.txt")
+    assert record.read_text().strip() == Online.url and Online.url in caplog.text
+    assert tracker.experiment.calls == ["set_name", "add_tags", "end"]
+    assert not list(tmp_path.glob("*.zip"))

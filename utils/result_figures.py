@@ -92,7 +92,13 @@ def save_error_boxplot(table: pd.DataFrame, unit: str, path: Path) -> None:
         rows = annotated[annotated["method"] == method]
         data = [rows.loc[rows["landmark"] == lm, column].to_numpy(float) for lm in landmarks]
         positions = np.arange(len(landmarks)) + (m - (len(methods) - 1) / 2) * width
-        boxes = ax.boxplot(data, positions=positions, widths=width * 0.9, patch_artist=True)
+        boxes = ax.boxplot(
+            data,
+            positions=positions,
+            widths=width * 0.9,
+            patch_artist=True,
+            medianprops={"color": "black"},
+        )
         for box in boxes["boxes"]:
             box.set_facecolor(f"C{m}")
         ax.plot([], [], color=f"C{m}", linewidth=8, label=method)
