@@ -135,15 +135,12 @@ _NOT_BUILT_YET = {
     "SOLVER.REGRESS_SIGMA_LOSS_WEIGHT": "sigma regression",
 }
 
-# Optional packages: (key that needs it, module, pip command).
+# Optional packages: (the key that needs it, its module); installed by one requirements file.
 _OPTIONAL_PACKAGES = (
-    (
-        "OUTPUT.USE_COMETML_LOGGING",
-        "comet_ml",
-        "pip install -r requirements/requirements-tracking.txt",
-    ),
-    ("OUTPUT.TENSORBOARD", "tensorboard", "pip install -r requirements/requirements-tracking.txt"),
+    ("OUTPUT.USE_COMETML_LOGGING", "comet_ml"),
+    ("OUTPUT.TENSORBOARD", "tensorboard"),
 )
+_TRACKING_PIP = "pip install -r requirements/requirements-tracking.txt"
 _COMET_KEYS = (
     "OUTPUT.COMET_API_KEY",
     "OUTPUT.COMET_WORKSPACE",
@@ -339,11 +336,12 @@ def _validate_tracking(cfg: CN) -> None:
     tags = cfg.OUTPUT.COMET_TAGS
     if not isinstance(tags, list | tuple) or not all(isinstance(t, str) for t in tags):
         raise ConfigError(f"OUTPUT.COMET_TAGS = {tags!r}; give a list of strings")
-    if not isinstance(cfg.OUTPUT.PREDICTION_FIGURES, int) or cfg.OUTPUT.PREDICTION_FIGURES < -1:
+    figures = cfg.OUTPUT.PREDICTION_FIGURES
+    if not isinstance(figures, int) or isinstance(figures, bool) or figures < -1:
         raise ConfigError("OUTPUT.PREDICTION_FIGURES must be -1 (all), 0 (none) or a count")
-    for key, module, command in _OPTIONAL_PACKAGES:
+    for key, module in _OPTIONAL_PACKAGES:
         if _get(cfg, key) and importlib.util.find_spec(module) is None:
-            raise ConfigError(f"{key} True needs the {module} package: {command}")
+            raise ConfigError(f"{key} True needs the {module} package: {_TRACKING_PIP}")
 
 
 # Keys that a built-in architecture does not read; a non-default value is logged as unused.
