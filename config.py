@@ -8,6 +8,7 @@ trailing ``KEY VALUE`` pairs on the command line override the YAML. Sizes are ``
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 from pathlib import Path
 
 import yaml
@@ -104,7 +105,7 @@ _C.INFERENCE.ENSEMBLE_INFERENCE = False  # predict with INFERENCE.ENSEMBLE_CHECK
 _C.INFERENCE.ENSEMBLE_CHECKPOINTS = []  # checkpoints of the ensemble (same architecture)
 _C.INFERENCE.ENSEMBLE_UNCERTAINTY_KEYS = ["smha", "emha", "ecpv"]  # ensemble uncertainty methods
 _C.INFERENCE.UNCERTAINTY_SMHA_MODEL_IDX = 0  # ensemble member whose heatmap gives S-MHA
-_C.INFERENCE.DEBUG = False  # save per-sample figures of predicted heatmaps (not built yet)
+_C.INFERENCE.DEBUG = False  # save per-sample figures of predicted heatmaps to OUTPUT_DIR/debug
 _C.INFERENCE.UNCERTAINTY_BINS = 5  # quantile bins of uncertainty, calibrated on the validation list
 _C.INFERENCE.CONFORMAL_ALPHA = 0.1  # conformal radius covers the landmark with prob. >= 1 - alpha
 _C.INFERENCE.SDR_THRESHOLDS = [2.0, 2.5, 3.0, 4.0]  # success radii: mm if pixel size known, else px
@@ -113,11 +114,14 @@ _C.INFERENCE.SDR_THRESHOLDS = [2.0, 2.5, 3.0, 4.0]  # success radii: mm if pixel
 _C.OUTPUT = CN()
 _C.OUTPUT.VERBOSE = True  # also write DEBUG messages to the log file (console: INFO)
 _C.OUTPUT.OUTPUT_DIR = "output"  # checkpoints, logs, curves and results go here
-_C.OUTPUT.USE_COMETML_LOGGING = False  # log to Comet.ml (not built yet)
-_C.OUTPUT.COMET_API_KEY = None  # Comet.ml API key
+_C.OUTPUT.USE_COMETML_LOGGING = False  # log to Comet.ml (pip install comet_ml)
+_C.OUTPUT.COMET_API_KEY = None  # Comet.ml API key; None = the COMET_API_KEY environment variable
 _C.OUTPUT.COMET_WORKSPACE = "default"  # Comet.ml workspace
 _C.OUTPUT.COMET_PROJECT_NAME = "LannU-Net"  # Comet.ml project
 _C.OUTPUT.COMET_TAGS = ["default"]  # Comet.ml experiment tags
+_C.OUTPUT.COMET_OFFLINE = False  # write Comet's offline archive (.zip) to OUTPUT_DIR, upload later
+_C.OUTPUT.TENSORBOARD = False  # also write TensorBoard logs to OUTPUT_DIR/tensorboard
+_C.OUTPUT.PREDICTION_FIGURES = 3  # figures of the N worst and N best test images; -1 = all
 _C.OUTPUT.RESULTS_CSV_APPEND = None  # suffix of the results folder, e.g. "_testset2"
 
 
@@ -126,13 +130,21 @@ _NOT_BUILT_YET = {
     "SOLVER.LOSS_FUNCTION": "losses other than MSE",
     "SOLVER.REGRESS_SIGMA": "sigma regression",
     "SOLVER.REGRESS_SIGMA_LOSS_WEIGHT": "sigma regression",
-    "INFERENCE.DEBUG": "inference debug figures",
-    "OUTPUT.USE_COMETML_LOGGING": "Comet.ml logging",
-    "OUTPUT.COMET_API_KEY": "Comet.ml logging",
-    "OUTPUT.COMET_WORKSPACE": "Comet.ml logging",
-    "OUTPUT.COMET_PROJECT_NAME": "Comet.ml logging",
-    "OUTPUT.COMET_TAGS": "Comet.ml logging",
 }
+
+# Optional packages: (the key that needs it, its module); installed by one requirements file.
+_OPTIONAL_PACKAGES = (
+    ("OUTPUT.USE_COMETML_LOGGING", "comet_ml"),
+    ("OUTPUT.TENSORBOARD", "tensorboard"),
+)
+_TRACKING_PIP = "pip install -r requirements/requirements-tracking.txt"
+_COMET_KEYS = (
+    "OUTPUT.COMET_API_KEY",
+    "OUTPUT.COMET_WORKSPACE",
+    "OUTPUT.COMET_PROJECT_NAME",
+    "OUTPUT.COMET_TAGS",
+    "OUTPUT.COMET_OFFLINE",
+)
 
 _CHOICES = {
     "SAMPLER.DATA_AUG_PACKAGE": ("albumentations", "imgaug"),
@@ -320,6 +332,7 @@ def validate_cfg(cfg: CN) -> None:
             "TRAINER.CROSS_VALIDATION trains every fold from scratch; test folds "
             "with TRAINER.FOLD N and TRAINER.INFERENCE_ONLY instead"
         )
+    _validate_tracking(cfg)
     thresholds = cfg.INFERENCE.SDR_THRESHOLDS
     if not thresholds or not all(_is_number(t) and t > 0 for t in thresholds):
         raise ConfigError("INFERENCE.SDR_THRESHOLDS must be a non-empty list of radii > 0")
@@ -354,6 +367,23 @@ def _validate_patch_keys(cfg: CN) -> None:
             f"SAMPLER.PATCH.STITCH_STRIDE {list(stride)} is larger than the patch "
             f"{list(patch.SAMPLE_PATCH_SIZE)}: windows would leave gaps"
         )
+
+
+def _validate_tracking(cfg: CN) -> None:
+    """Comet keys only with Comet on, and the optional packages that enabled options need."""
+    if not cfg.OUTPUT.USE_COMETML_LOGGING:
+        for key in _COMET_KEYS:
+            if _get(cfg, key) != _get(_C, key):
+                raise ConfigError(f"{key} is used only with OUTPUT.USE_COMETML_LOGGING True")
+    tags = cfg.OUTPUT.COMET_TAGS
+    if not isinstance(tags, list | tuple) or not all(isinstance(t, str) for t in tags):
+        raise ConfigError(f"OUTPUT.COMET_TAGS = {tags!r}; give a list of strings")
+    figures = cfg.OUTPUT.PREDICTION_FIGURES
+    if not isinstance(figures, int) or isinstance(figures, bool) or figures < -1:
+        raise ConfigError("OUTPUT.PREDICTION_FIGURES must be -1 (all), 0 (none) or a count")
+    for key, module in _OPTIONAL_PACKAGES:
+        if _get(cfg, key) and importlib.util.find_spec(module) is None:
+            raise ConfigError(f"{key} True needs the {module} package: {_TRACKING_PIP}")
 
 
 # Keys that a built-in architecture does not read; a non-default value is logged as unused.

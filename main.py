@@ -15,6 +15,7 @@ from config import load_cfg, unused_keys
 from datasets.dataset_base import DatasetBase, read_dataset_json
 from inference.cross_validation import fold_numbers, summarise_cross_validation
 from inference.predictor import run_inference
+from tracking import open_tracker
 from trainer.model_trainer_base import ModelTrainerBase, seed_everything
 from trainer.model_trainer_index import build_trainer
 from utils.errors import ConfigError, LannuError
@@ -99,7 +100,9 @@ def cross_validate(cfg) -> None:
         Path(fold_cfg.OUTPUT.OUTPUT_DIR).mkdir(parents=True, exist_ok=True)
         (Path(fold_cfg.OUTPUT.OUTPUT_DIR) / "config.yaml").write_text(fold_cfg.dump())
         logger.info("cross-validation: fold %d of %s", fold, folds)
-        folders = train_and_test(build_trainer(fold_cfg), None)
+        trainer = build_trainer(fold_cfg)
+        with open_tracker(fold_cfg) as trainer.tracker:  # one experiment per fold
+            folders = train_and_test(trainer, None)
         if folders:
             fold_results[fold] = folders[0]
     if fold_results:
@@ -145,12 +148,13 @@ def run(argv: list[str] | None = None) -> None:
     trainer = build_trainer(cfg)
     checkpoints = check_output_dir(trainer, cfg)
     start_run_logging(cfg, args)
-    if cfg.INFERENCE.ENSEMBLE_INFERENCE:
-        test_ensemble(trainer, cfg)
-    elif cfg.TRAINER.INFERENCE_ONLY:
-        test_only(trainer, checkpoints)
-    else:
-        train_and_test(trainer, cfg.MODEL.CHECKPOINT)
+    with open_tracker(cfg) as trainer.tracker:
+        if cfg.INFERENCE.ENSEMBLE_INFERENCE:
+            test_ensemble(trainer, cfg)
+        elif cfg.TRAINER.INFERENCE_ONLY:
+            test_only(trainer, checkpoints)
+        else:
+            train_and_test(trainer, cfg.MODEL.CHECKPOINT)
 
 
 def start_run_logging(cfg, args: argparse.Namespace) -> None:

@@ -52,14 +52,15 @@ def evaluate_and_write(
     num_bins: int,
     alpha: float,
     title: str,
-) -> None:
+) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     """Write predictions.csv, summary.csv, results.xlsx, uncertainty_summary.csv,
-    uncertainty_bins.csv and uncertainty.png into ``folder`` and log the summaries."""
+    uncertainty_bins.csv and uncertainty.png into ``folder`` and log the summaries.
+    Returns the predictions as written, the summary and its unit ('mm' or 'px')."""
     calibrations = {}
     if calibration_table is not None and calibration_table["error_px"].notna().any():
         calibrations = fit_calibrations(calibration_table, num_bins, alpha)
         table = add_conformal_radius(table, calibrations)
-    summary, _ = summarise_errors(table, thresholds)
+    summary, unit = summarise_errors(table, thresholds)
     write_results(table, summary, folder)
     uncertainty_summary, bins = evaluate_uncertainty(table, calibrations)
     uncertainty_summary.to_csv(folder / "uncertainty_summary.csv", index=False)
@@ -76,3 +77,4 @@ def evaluate_and_write(
     if not calibrations:
         lines.append("no annotated validation list to calibrate on: no conformal radii")
     logger.info("%s\nresults written to %s", "\n".join(lines), folder)
+    return table, summary, unit

@@ -12,15 +12,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm
 
 from datasets.dataset_base import DatasetBase
+from inference.debug_figures import save_debug_batch
 from inference.ensemble import decode_methods
 from inference.evaluation import evaluate_and_write
 from inference.predictions import Predictions, prediction_table
 from utils.errors import CheckpointError, DataError
+from utils.image_io import read_image
+from utils.result_figures import save_result_figures
 from utils.results import unique_results_dir
 
 if TYPE_CHECKING:
@@ -46,10 +50,16 @@ class Predictor:
 
     @torch.no_grad()
     def predict(
-        self, dataset: DatasetBase, methods: Sequence[str] = ("smha",), smha_index: int = 0
+        self,
+        dataset: DatasetBase,
+        methods: Sequence[str] = ("smha",),
+        smha_index: int = 0,
+        debug_folder: Path | None = None,
     ) -> dict[str, Predictions]:
         """Predictions of every sample of ``dataset`` for each method, in the space of
-        INFERENCE.EVALUATION_MODE. One network gives ``smha``; several also ``emha``, ``ecpv``."""
+        INFERENCE.EVALUATION_MODE. One network gives ``smha``; several also ``emha``, ``ecpv``.
+        With ``debug_folder``, INFERENCE.DEBUG figures of member ``smha_index``'s heatmaps and
+        the first method's predictions go there."""
         trainer = self.trainer
         parts: dict[str, list[Predictions]] = {method: [] for method in methods}
         loader = trainer.make_loader(dataset, shuffle=False)
@@ -64,6 +74,9 @@ class Predictor:
                 smha_index,
                 to_average=trainer.output_to_average,
             )
+            if debug_folder is not None:
+                first = next(iter(decoded.values()))
+                save_debug_batch(trainer, dataset, batch, outputs[smha_index], first, debug_folder)
             for method, (coords, uncertainty, covariance) in decoded.items():
                 parts[method].append(
                     Predictions(
@@ -77,7 +90,13 @@ class Predictor:
                 )
         return {method: Predictions.concatenate(chunks) for method, chunks in parts.items()}
 
-    def tables(self, dataset: DatasetBase, methods: Sequence[str], smha_index: int):
+    def tables(
+        self,
+        dataset: DatasetBase,
+        methods: Sequence[str],
+        smha_index: int,
+        debug_folder: Path | None = None,
+    ):
         """``predictions.csv``-style table of ``dataset`` for all methods."""
         trainer = self.trainer
         return pd.concat(
@@ -85,7 +104,9 @@ class Predictor:
                 prediction_table(
                     dataset, predictions, method, trainer.evaluation_mode, trainer.image_size
                 )
-                for method, predictions in self.predict(dataset, methods, smha_index).items()
+                for method, predictions in self.predict(
+                    dataset, methods, smha_index, debug_folder
+                ).items()
             ],
             ignore_index=True,
         )
@@ -107,13 +128,14 @@ def run_inference(
         raise DataError(f"{test_set.json_path}: the testing list is empty")
     predictor = Predictor(trainer, checkpoints)
     trainer.check_landmarks(test_set)
-    test_table = predictor.tables(test_set, methods, smha_index)
+    name = name or Path(checkpoints[0]).stem
+    folder = unique_results_dir(trainer.output_dir / "results", f"{name}{trainer.results_append}")
+    debug_folder = trainer.output_dir / "debug" / folder.name if trainer.inference_debug else None
+    test_table = predictor.tables(test_set, methods, smha_index, debug_folder)
     calibration_table = None
     if calibration_set is not None and len(calibration_set):
         calibration_table = predictor.tables(calibration_set, methods, smha_index)
-    name = name or Path(checkpoints[0]).stem
-    folder = unique_results_dir(trainer.output_dir / "results", f"{name}{trainer.results_append}")
-    evaluate_and_write(
+    table, summary, unit = evaluate_and_write(
         test_table,
         calibration_table,
         folder,
@@ -123,4 +145,22 @@ def run_inference(
         title=f"{trainer.dataset_name or test_set.json_path.name}: {name} on "
         f"{len(test_set)} test images",
     )
+    figures = save_result_figures(
+        table,
+        unit,
+        folder,
+        lambda sample_id: figure_image(test_set, sample_id, trainer.evaluation_mode),
+        trainer.prediction_figures,
+        trainer.sdr_thresholds,
+    )
+    trainer.tracker.log_results(folder, summary, figures)
     return folder
+
+
+def figure_image(dataset: DatasetBase, sample_id: str, evaluation_mode: str) -> np.ndarray:
+    """The (H, W) image that a sample's predictions are in: the image file, or the resized
+    input with ``use_input_size``."""
+    index = next(i for i, sample in enumerate(dataset.samples) if sample.id == sample_id)
+    if evaluation_mode == "use_input_size":
+        return dataset[index]["image"][0].numpy()
+    return read_image(dataset.samples[index].image_path).pixels

@@ -1,5 +1,7 @@
 """Tests of config.py: defaults, YAML and command-line overrides, validation, freezing."""
 
+import importlib.util
+
 import pytest
 
 from config import get_cfg_defaults, load_cfg, unused_keys
@@ -106,7 +108,6 @@ def test_yaml_not_a_mapping_names_file(tmp_path):
     [
         ("SOLVER.REGRESS_SIGMA", "True"),
         ("SOLVER.LOSS_FUNCTION", "awl"),
-        ("OUTPUT.USE_COMETML_LOGGING", "True"),
     ],
 )
 def test_not_built_option_refused(key, value):
@@ -181,7 +182,9 @@ def test_section_type_mismatch_is_one_line(tmp_path, text):
 @pytest.mark.parametrize(
     ("opts", "message"),
     [
-        (["OUTPUT.COMET_API_KEY", "abc"], "not implemented yet"),
+        (["OUTPUT.COMET_API_KEY", "abc"], "USE_COMETML_LOGGING True"),
+        (["OUTPUT.USE_COMETML_LOGGING", "True", "OUTPUT.COMET_TAGS", "a"], "COMET_TAGS"),
+        (["OUTPUT.PREDICTION_FIGURES", "-2"], "PREDICTION_FIGURES"),
         (["INFERENCE.ENSEMBLE_CHECKPOINTS", '["a.model", "b.model"]'], "ENSEMBLE_INFERENCE"),
         (["SAMPLER.DATA_AUG", "Affine"], "SAMPLER.DATA_AUG"),
         (["DATASET.LANDMARKS", "[1.0, 2]"], "DATASET.LANDMARKS"),
@@ -247,3 +250,21 @@ def test_full_resolution_patches_leave_input_size_unused():
         ["SAMPLER.SAMPLE_MODE", "patch_bias", "SAMPLER.INPUT_SIZE", "[256, 256]"],
     )
     assert unused_keys(cfg) == ["SAMPLER.INPUT_SIZE"]
+
+
+@pytest.mark.parametrize(
+    ("key", "module"),
+    [("OUTPUT.USE_COMETML_LOGGING", "comet_ml"), ("OUTPUT.TENSORBOARD", "tensorboard")],
+)
+def test_tracking_without_its_package_names_key_and_pip_command(monkeypatch, key, module):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == module else real_find_spec(name, *a),
+    )
+    with pytest.raises(ConfigError) as info:
+        load_cfg(None, [key, "True"])
+    message = str(info.value)
+    assert key in message and f"needs the {module} package" in message and "pip install" in message
+    assert "\n" not in message

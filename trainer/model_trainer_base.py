@@ -35,6 +35,7 @@ from inference.decoding import heatmap_to_coords
 from inference.ensemble import average_outputs
 from inference.predictions import target_coords
 from inference.stitching import fully_convolutional, map_tensors, patchify_and_stitch
+from tracking.base import Tracker
 from transforms.dataloader_transforms import build_augmentation
 from transforms.generate_labels import LabelGenerator
 from utils.checkpoints import CHECKPOINT_SUFFIX, load_checkpoint, save_checkpoint
@@ -181,6 +182,9 @@ class ModelTrainerBase(ABC):
         self.sdr_thresholds = list(cfg.INFERENCE.SDR_THRESHOLDS)
         self.results_append = cfg.OUTPUT.RESULTS_CSV_APPEND or ""
         self.dataset_name = cfg.DATASET.NAME
+        self.inference_debug = bool(cfg.INFERENCE.DEBUG)
+        self.prediction_figures = int(cfg.OUTPUT.PREDICTION_FIGURES)
+        self.tracker = Tracker()  # does nothing; main.py attaches Comet / TensorBoard (tracking/)
 
         self.network: torch.nn.Module | None = None
         self.label_generator: LabelGenerator | None = None
@@ -338,6 +342,16 @@ class ModelTrainerBase(ABC):
             return self.image_size
         return tuple(int(s) for s in original_sizes[0].tolist())
 
+    def display_heatmaps(self, output: Any) -> torch.Tensor:
+        """(B, K, h, w) maps of a batch's output to show in INFERENCE.DEBUG figures: the first
+        tensor of a list or tuple (the U-Net's finest level), a dict's ``heatmap``, or the
+        tensor itself. Override where the decoded map is another (PHD-Net: candidate voting)."""
+        if isinstance(output, dict):
+            return output["heatmap"]
+        if isinstance(output, list | tuple):
+            return output[0]
+        return output
+
     def output_to_average(self, output: Any) -> Any:
         """The form of a network output in which outputs are averaged (flip TTA, E-MHA); must
         still be accepted by ``get_coords_from_heatmap``. The default, the output itself, suits
@@ -355,6 +369,7 @@ class ModelTrainerBase(ABC):
         self.initialize_label_generator()
         self.initialize_optimizer_and_scheduler()
         self.initialize_loss_function()
+        self.tracker.log_model(self.network)
         n_params = sum(p.numel() for p in self.network.parameters())
         logger.info(
             "%s: %d landmarks, %.2f M parameters, device %s%s",
@@ -598,6 +613,7 @@ class ModelTrainerBase(ABC):
                 "samples_per_s": samples / train_seconds,
             }
         )
+        self.tracker.log_epoch(self.history[-1])
         metric = val_mre if self.perform_validation else train_loss
         improved = metric < self.best_metric
         if improved:

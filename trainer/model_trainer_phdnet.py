@@ -97,10 +97,11 @@ class ModelTrainerPHDNet(ModelTrainerBase):
             )
         return decoded
 
-    def get_coords_from_heatmap(self, output, original_sizes):
+    def display_heatmaps(self, output):
+        """The candidate-smoothed maps (B, K, H, W) at input size: what is decoded."""
         decoded = self.output_to_average(output)
         grid = next(iter(decoded.values())).shape[-2:]
-        smoothed = candidate_smoothing(
+        return candidate_smoothing(
             decoded.get("probability"),
             decoded.get("offset"),
             [side * self.patch_size for side in grid],
@@ -108,6 +109,9 @@ class ModelTrainerPHDNet(ModelTrainerBase):
             weight_votes_by_heatmap=self.class_label_scheme != "gaussian",  # one-hot heatmaps
             max_displacement=self.clamp_dist,
         )
+
+    def get_coords_from_heatmap(self, output, original_sizes):
+        smoothed = self.display_heatmaps(output)
         height, width = self.whole_image_size(original_sizes)  # the grid may cover padding
         return self.decode_heatmap_batch(
             smoothed[..., :height, :width], original_sizes, sigma=self.vote_sigma

@@ -31,17 +31,40 @@ def save_training_curves(metrics: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
+FIGURE_DPI = 100
+IMAGE_FIGURE_LONG_SIDE = 800  # pixels of an image figure's longer side
+
+
+def image_figure(size: tuple[int, int], long_side: int = IMAGE_FIGURE_LONG_SIDE):
+    """A figure whose one axes is exactly an (H, W) image, scaled by ``long_side / max(H, W)``.
+
+    Point (x, y) of the image lands on figure pixel ((x + 0.5)·s, (y + 0.5)·s) of the saved PNG
+    (save with ``fig.savefig(path, dpi=FIGURE_DPI)``, no tight bounding box), so a figure can be
+    checked pixel by pixel. Returns (fig, ax) with the image's limits set and the axis hidden.
+    """
+    height, width = int(size[0]), int(size[1])
+    scale = long_side / max(height, width)
+    fig = plt.figure(figsize=(width * scale / FIGURE_DPI, height * scale / FIGURE_DPI))
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_xlim(-0.5, width - 0.5)
+    ax.set_ylim(height - 0.5, -0.5)
+    ax.set_axis_off()
+    return fig, ax
+
+
 def save_sample_figure(
     image: np.ndarray, landmarks: np.ndarray, heatmap: np.ndarray, path: Path
 ) -> None:
-    """An (H, W) image with its (K, 2) x,y landmarks and an (H, W) heatmap overlaid."""
-    fig, ax = plt.subplots(figsize=(6, 6 * image.shape[0] / image.shape[1]))
-    ax.imshow(image, cmap="gray")
-    ax.imshow(heatmap, cmap="hot", alpha=0.4)
-    ax.scatter(landmarks[:, 0], landmarks[:, 1], s=12, c="cyan", marker="+")
-    ax.set_axis_off()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    """An (H, W) image with its (K, 2) x,y landmarks (input pixels; cyan, numbered; NaN = not
+    drawn) and an (H, W) heatmap overlaid, drawn by :func:`image_figure`."""
+    fig, ax = image_figure(image.shape)
+    ax.imshow(image, cmap="gray", interpolation="nearest")
+    ax.imshow(heatmap, cmap="hot", alpha=0.4, interpolation="nearest")
+    ax.scatter(landmarks[:, 0], landmarks[:, 1], s=120, c="cyan", marker="+", linewidths=3)
+    for k, (x, y) in enumerate(landmarks):
+        if np.isfinite(x) and np.isfinite(y):
+            ax.annotate(str(k), (x, y), xytext=(6, 6), textcoords="offset points", color="cyan")
+    fig.savefig(path, dpi=FIGURE_DPI)
     plt.close(fig)
 
 
