@@ -60,9 +60,9 @@ _C.SOLVER.DATA_LOADER_BATCH_SIZE = 12  # samples per mini-batch
 _C.SOLVER.DEEP_SUPERVISION = True  # also supervise the coarser decoder levels
 _C.SOLVER.NUM_RES_SUPERVISIONS = 5  # how many decoder levels (finest first) get a loss
 _C.SOLVER.AUTO_MIXED_PRECISION = True  # float16 autocast + grad scaler (CUDA only)
-_C.SOLVER.LOSS_FUNCTION = "mse"  # loss between predicted and target heatmaps
-_C.SOLVER.REGRESS_SIGMA = False  # learn the Gaussian sigma per landmark (not built yet)
-_C.SOLVER.REGRESS_SIGMA_LOSS_WEIGHT = 0.005  # weight of the sigma term (with REGRESS_SIGMA)
+_C.SOLVER.LOSS_FUNCTION = "mse"  # heatmap loss: a key of losses/loss_index.py ("mse", "awl")
+_C.SOLVER.REGRESS_SIGMA = False  # learn the target Gaussian's sigma per landmark (U-Net)
+_C.SOLVER.REGRESS_SIGMA_LOSS_WEIGHT = 0.005  # weight of mean(sigma^2) in the loss (REGRESS_SIGMA)
 
 # ----------------------------------------------------------------------------------------------
 _C.TRAINER = CN()
@@ -124,13 +124,6 @@ _C.OUTPUT.TENSORBOARD = False  # also write TensorBoard logs to OUTPUT_DIR/tenso
 _C.OUTPUT.PREDICTION_FIGURES = 3  # figures of the N worst and N best test images; -1 = all
 _C.OUTPUT.RESULTS_CSV_APPEND = None  # suffix of the results folder, e.g. "_testset2"
 
-
-# Options whose feature a later version builds: a non-default value is refused, never ignored.
-_NOT_BUILT_YET = {
-    "SOLVER.LOSS_FUNCTION": "losses other than MSE",
-    "SOLVER.REGRESS_SIGMA": "sigma regression",
-    "SOLVER.REGRESS_SIGMA_LOSS_WEIGHT": "sigma regression",
-}
 
 # Optional packages: (the key that needs it, its module); installed by one requirements file.
 _OPTIONAL_PACKAGES = (
@@ -223,13 +216,6 @@ def _is_number(value) -> bool:
 
 def validate_cfg(cfg: CN) -> None:
     """Raise ConfigError naming the key for any value the framework cannot honour."""
-    defaults = _C
-    for key, feature in _NOT_BUILT_YET.items():
-        if _get(cfg, key) != _get(defaults, key):
-            raise ConfigError(
-                f"{key} = {_get(cfg, key)!r}: {feature} is not implemented yet; "
-                f"leave it at its default {_get(defaults, key)!r}"
-            )
     for key, choices in _CHOICES.items():
         if _get(cfg, key) not in choices:
             raise ConfigError(f"{key} = {_get(cfg, key)!r}; choose one of {list(choices)}")
@@ -275,6 +261,11 @@ def validate_cfg(cfg: CN) -> None:
     clamp = cfg.MODEL.PHDNET.CLAMP_DIST
     if clamp is not None and (not _is_number(clamp) or clamp <= 0):
         raise ConfigError(f"MODEL.PHDNET.CLAMP_DIST = {clamp!r}; give a distance > 0 or None")
+    weight = cfg.SOLVER.REGRESS_SIGMA_LOSS_WEIGHT
+    if not cfg.SOLVER.REGRESS_SIGMA and weight != _C.SOLVER.REGRESS_SIGMA_LOSS_WEIGHT:
+        raise ConfigError("SOLVER.REGRESS_SIGMA_LOSS_WEIGHT is used only with REGRESS_SIGMA True")
+    if weight < 0:
+        raise ConfigError(f"SOLVER.REGRESS_SIGMA_LOSS_WEIGHT = {weight}; it must be >= 0")
     if cfg.MODEL.GAUSS_SIGMA <= 0:
         raise ConfigError(f"MODEL.GAUSS_SIGMA = {cfg.MODEL.GAUSS_SIGMA}; it must be > 0")
     if not isinstance(cfg.TRAINER.FOLD, int) or cfg.TRAINER.FOLD < -1:

@@ -252,6 +252,18 @@ class DecodedLandmarks:
     max_activation: torch.Tensor
     covariance: torch.Tensor | None = None
 
+    @classmethod
+    def concatenate(cls, parts: Sequence[DecodedLandmarks]) -> DecodedLandmarks:
+        """The landmarks of ``parts`` (decoded separately, e.g. with their own sigmas) in order."""
+        if len(parts) == 1:
+            return parts[0]
+        covariances = [p.covariance for p in parts]
+        return cls(
+            torch.cat([p.coords for p in parts]),
+            torch.cat([p.max_activation for p in parts]),
+            None if covariances[0] is None else torch.cat(covariances),
+        )
+
 
 def heatmap_to_coords(
     heatmap: torch.Tensor,

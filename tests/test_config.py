@@ -103,28 +103,11 @@ def test_yaml_not_a_mapping_names_file(tmp_path):
         load_cfg(path)
 
 
-@pytest.mark.parametrize(
-    ("key", "value"),
-    [
-        ("SOLVER.REGRESS_SIGMA", "True"),
-        ("SOLVER.LOSS_FUNCTION", "awl"),
-    ],
-)
-def test_not_built_option_refused(key, value):
-    with pytest.raises(ConfigError, match="not implemented yet") as info:
-        load_cfg(None, [key, value])
-    assert key in str(info.value)
-
-
-def test_not_built_option_at_default_is_fine(tmp_path):
-    cfg = load_cfg(write_yaml(tmp_path, "INFERENCE:\n  FIT_GAUSS: False\n"))
-    assert cfg.INFERENCE.FIT_GAUSS is False
-
-
-def test_not_built_option_refused_from_yaml(tmp_path):
-    path = write_yaml(tmp_path, "SOLVER:\n  REGRESS_SIGMA: True\n")
-    with pytest.raises(ConfigError, match="not implemented yet"):
-        load_cfg(path)
+def test_sigma_loss_weight_needs_sigma_regression():
+    with pytest.raises(ConfigError, match="REGRESS_SIGMA_LOSS_WEIGHT"):
+        load_cfg(None, ["SOLVER.REGRESS_SIGMA_LOSS_WEIGHT", "0.1"])
+    cfg = load_cfg(None, ["SOLVER.REGRESS_SIGMA", "True", "SOLVER.REGRESS_SIGMA_LOSS_WEIGHT", "1"])
+    assert cfg.SOLVER.REGRESS_SIGMA_LOSS_WEIGHT == 1.0
 
 
 @pytest.mark.parametrize(

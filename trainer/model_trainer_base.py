@@ -15,6 +15,7 @@ import re
 import sys
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from datasets.dataset_base import DatasetBase, annotation_path, resolve_annotati
 from datasets.patch_sampling import PatchSampler
 from datasets.sampling import SeededEpochSampler
 from inference.coarse_to_fine import refine_around_candidates
-from inference.decoding import heatmap_to_coords
+from inference.decoding import DecodedLandmarks, heatmap_to_coords
 from inference.ensemble import average_outputs
 from inference.predictions import target_coords
 from inference.stitching import fully_convolutional, map_tensors, patchify_and_stitch
@@ -234,22 +235,36 @@ class ModelTrainerBase(ABC):
         """
 
     def decode_heatmap_batch(
-        self, heatmaps: torch.Tensor, original_sizes: torch.Tensor, sigma: float | None = None
+        self,
+        heatmaps: torch.Tensor,
+        original_sizes: torch.Tensor,
+        sigma: float | Sequence[float] | None = None,
     ) -> tuple[torch.Tensor, ...]:
         """Decode (B, K, h, w) input-resolution heatmaps as INFERENCE.EVALUATION_MODE, DECODING
         and FIT_GAUSS say, with decoder windows for peaks of ``sigma`` input pixels (default
-        MODEL.GAUSS_SIGMA): a ready ``get_coords_from_heatmap`` body for heatmap models."""
-        decoded = [
-            heatmap_to_coords(
-                heatmaps[b],
-                original_sizes[b].tolist(),
-                self.evaluation_mode,
-                method=self.decoding,
-                sigma=self.gauss_sigma if sigma is None else sigma,
-                fit_gauss=self.fit_gauss,
-            )
-            for b in range(heatmaps.shape[0])
-        ]
+        MODEL.GAUSS_SIGMA; a (K,) sequence: one per landmark): a ready
+        ``get_coords_from_heatmap`` body for heatmap models."""
+        sigma = self.gauss_sigma if sigma is None else sigma
+        per_landmark = not isinstance(sigma, int | float)
+        groups = (
+            [(slice(k, k + 1), float(s)) for k, s in enumerate(sigma)]
+            if per_landmark
+            else [(slice(None), float(sigma))]
+        )
+        decoded = []
+        for b in range(heatmaps.shape[0]):
+            parts = [
+                heatmap_to_coords(
+                    heatmaps[b, landmarks],
+                    original_sizes[b].tolist(),
+                    self.evaluation_mode,
+                    method=self.decoding,
+                    sigma=group_sigma,
+                    fit_gauss=self.fit_gauss,
+                )
+                for landmarks, group_sigma in groups
+            ]
+            decoded.append(DecodedLandmarks.concatenate(parts))
         coords = torch.stack([d.coords for d in decoded])
         max_activation = torch.stack([d.max_activation for d in decoded])
         if self.fit_gauss:
@@ -450,7 +465,7 @@ class ModelTrainerBase(ABC):
         """Set the learning rate for ``epoch``; override for another schedule."""
         lr = self.learning_rate(epoch)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)  # a group may learn faster
         return lr
 
     def autocast(self):

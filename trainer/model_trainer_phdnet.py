@@ -32,6 +32,12 @@ class ModelTrainerPHDNet(ModelTrainerBase):
 
     def __init__(self, cfg, dataset_class, label_generator_class) -> None:
         super().__init__(cfg, dataset_class, label_generator_class)
+        for key, default in (("LOSS_FUNCTION", "mse"), ("REGRESS_SIGMA", False)):
+            if cfg.SOLVER[key] != default:  # its targets are patch classes and displacements
+                raise ConfigError(
+                    f"SOLVER.{key} {cfg.SOLVER[key]!r} is for U-Net; PHD-Net "
+                    "trains with its own heatmap and displacement loss"
+                )
         phdnet = cfg.MODEL.PHDNET
         self.branch_scheme = phdnet.BRANCH_SCHEME
         self.maxpool_factor = int(phdnet.MAXPOOL_FACTOR)

@@ -4,16 +4,27 @@ from __future__ import annotations
 
 import logging
 
-from losses.losses import DeepSupervisionLoss, HeatmapMSELoss, deep_supervision_weights
+import pandas as pd
+
+from losses.loss_index import build_heatmap_loss
+from losses.losses import DeepSupervisionLoss, deep_supervision_weights
+from models.learned_sigmas import NetworkWithLearnedSigmas, SigmaRegularisedLoss
 from models.unet_classic import UNet, plan_unet_features
 from trainer.model_trainer_base import ModelTrainerBase
 from utils.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
+SIGMA_LR_SCALE = 20.0  # learned sigmas' learning rate, relative to SOLVER.BASE_LR
+
 
 class ModelTrainerUNet(ModelTrainerBase):
-    """U-Net sized from SAMPLER.INPUT_SIZE and MODEL.UNET, Gaussian targets, MSE loss."""
+    """U-Net sized from SAMPLER.INPUT_SIZE (or the patch size) and MODEL.UNET, Gaussian
+    targets, the heatmap loss SOLVER.LOSS_FUNCTION with deep supervision, and optionally one
+    learned target sigma per landmark (SOLVER.REGRESS_SIGMA)."""
+
+    # Sigma regression adds the sigmas to the saved weights.
+    checkpoint_config_keys = (*ModelTrainerBase.checkpoint_config_keys, "SOLVER.REGRESS_SIGMA")
 
     def __init__(self, cfg, dataset_class, label_generator_class) -> None:
         super().__init__(cfg, dataset_class, label_generator_class)
@@ -24,6 +35,10 @@ class ModelTrainerUNet(ModelTrainerBase):
             int(cfg.SOLVER.NUM_RES_SUPERVISIONS) if cfg.SOLVER.DEEP_SUPERVISION else 1
         )
         self.lambda_scale = float(cfg.MODEL.HM_LAMBDA_SCALE)
+        self.loss_function = cfg.SOLVER.LOSS_FUNCTION
+        self.regress_sigma = bool(cfg.SOLVER.REGRESS_SIGMA)
+        self.sigma_loss_weight = float(cfg.SOLVER.REGRESS_SIGMA_LOSS_WEIGHT)
+        build_heatmap_loss(self.loss_function, self.lambda_scale)  # an unknown name fails now
 
     def initialize_network(self) -> None:
         try:
@@ -47,6 +62,10 @@ class ModelTrainerUNet(ModelTrainerBase):
                 num_outputs,
             )
         self.network = UNet(1, self.num_landmarks, features, num_outputs)
+        if self.regress_sigma:
+            self.network = NetworkWithLearnedSigmas(
+                self.network, self.num_landmarks, self.gauss_sigma
+            )
         self.input_multiple = 2 ** (len(features) - 1)
         smallest = [s // self.input_multiple for s in self.network_input_size]
         logger.info(
@@ -63,14 +82,61 @@ class ModelTrainerUNet(ModelTrainerBase):
             sigma=self.gauss_sigma,
             num_levels=self.network.num_outputs,
             lambda_scale=self.lambda_scale,
+            learned_sigmas=self.network.sigmas if self.regress_sigma else None,
         )
 
     def initialize_optimizer_and_scheduler(self) -> None:
-        self.optimizer = self.build_optimizer(self.network.parameters())
+        if not self.regress_sigma:
+            self.optimizer = self.build_optimizer(self.network.parameters())
+            return
+        # Weight decay would pull log(sigma) towards 0, i.e. every sigma towards 1 pixel; and
+        # Adam moves a parameter by about the learning rate per step, so at the network's rate
+        # log(sigma) could change by only ~0.1 in a short run.
+        self.optimizer = self.build_optimizer(
+            [
+                {"params": self.network.network.parameters()},
+                {
+                    "params": self.network.sigmas.parameters(),
+                    "weight_decay": 0.0,
+                    "lr_scale": SIGMA_LR_SCALE,
+                },
+            ]
+        )
 
     def initialize_loss_function(self) -> None:
         weights = deep_supervision_weights(self.network.num_outputs)
-        self.loss = DeepSupervisionLoss(HeatmapMSELoss(), weights)
+        heatmap_loss = build_heatmap_loss(self.loss_function, self.lambda_scale)
+        self.loss = DeepSupervisionLoss(heatmap_loss, weights)
+        if self.regress_sigma:
+            self.loss = SigmaRegularisedLoss(self.loss, self.network.sigmas, self.sigma_loss_weight)
+
+    def learned_sigmas(self) -> list[float] | None:
+        """Each landmark's learned sigma in network-input pixels; None without REGRESS_SIGMA."""
+        if not self.regress_sigma:
+            return None
+        return self.network.sigmas().detach().cpu().tolist()
+
+    def on_epoch_end(self, *args, **kwargs) -> bool:
+        stop = super().on_epoch_end(*args, **kwargs)
+        if self.regress_sigma:
+            sigmas = self.learned_sigmas()
+            logger.info(
+                "learned sigmas (input px): %s",
+                " ".join(f"{k}:{s:.2f}" for k, s in zip(self.landmark_ids, sigmas, strict=True)),
+            )
+            self.write_learned_sigmas()
+        return stop
+
+    def write_learned_sigmas(self) -> None:
+        """OUTPUT_DIR/learned_sigmas.csv: landmark, sigma in network-input pixels, epoch."""
+        table = pd.DataFrame(
+            {
+                "landmark": self.landmark_ids,
+                "sigma_input_px": self.learned_sigmas(),
+                "epoch": self.epoch,
+            }
+        )
+        table.to_csv(self.output_dir / f"learned_sigmas{self.fold_tag}.csv", index=False)
 
     def output_to_average(self, output):
         """Only the finest heatmap is decoded: averaging (TTA, E-MHA) and stitching skip the
@@ -78,4 +144,5 @@ class ModelTrainerUNet(ModelTrainerBase):
         return output[:1]
 
     def get_coords_from_heatmap(self, output, original_sizes):
-        return self.decode_heatmap_batch(output[0], original_sizes)  # the finest output
+        # The finest output; with learned sigmas, each landmark's decoder window fits its sigma.
+        return self.decode_heatmap_batch(output[0], original_sizes, self.learned_sigmas())

@@ -56,36 +56,54 @@ class LabelGenerator(ABC):
 
 
 def gaussian_heatmaps(
-    centres: torch.Tensor, sigma: float, size: Sequence[int], amplitude: float = 1.0
+    centres: torch.Tensor,
+    sigma: float | torch.Tensor,
+    size: Sequence[int],
+    amplitude: float | torch.Tensor = 1.0,
 ) -> torch.Tensor:
     """Unnormalised Gaussians ``amplitude * exp(-d^2 / (2 sigma^2))`` at sub-pixel ``centres``.
 
     Args:
         centres: (B, K, 2) x,y in pixels of the heatmap (not rounded).
-        sigma: standard deviation in pixels of the heatmap.
+        sigma: standard deviation in pixels of the heatmap, one for all or (K,) per landmark.
         size: (H, W) of the heatmap.
+        amplitude: the peak, one for all or (K,) per landmark.
     Returns:
         (B, K, H, W) heatmaps, peak ``amplitude`` at a centre that falls on a pixel centre.
     """
     height, width = int(size[0]), int(size[1])
     xs = torch.arange(width, device=centres.device, dtype=centres.dtype)
     ys = torch.arange(height, device=centres.device, dtype=centres.dtype)
-    gx = torch.exp(-((xs - centres[..., 0:1]) ** 2) / (2 * sigma**2))  # (B, K, W)
-    gy = torch.exp(-((ys - centres[..., 1:2]) ** 2) / (2 * sigma**2))  # (B, K, H)
-    return amplitude * gy[..., :, None] * gx[..., None, :]
+    sigma = torch.as_tensor(sigma, device=centres.device, dtype=centres.dtype)
+    amplitude = torch.as_tensor(amplitude, device=centres.device, dtype=centres.dtype)
+    two_var = 2 * (sigma[..., None] ** 2 if sigma.ndim else sigma**2)
+    gx = torch.exp(-((xs - centres[..., 0:1]) ** 2) / two_var)  # (B, K, W)
+    gy = torch.exp(-((ys - centres[..., 1:2]) ** 2) / two_var)  # (B, K, H)
+    peak = amplitude[..., None, None] if amplitude.ndim else amplitude
+    return peak * gy[..., :, None] * gx[..., None, :]
 
 
 class UNetLabelGenerator(LabelGenerator):
     """One Gaussian heatmap per landmark for each deep-supervision level, finest first.
 
     Level l has size (H / 2^l, W / 2^l) and sigma ``sigma / 2^l`` (the same Gaussian, seen at a
-    coarser resolution); heatmaps peak at ``lambda_scale`` on a background of 0.
+    coarser resolution); heatmaps peak at ``lambda_scale`` on a background of 0. With
+    ``learned_sigmas`` (sigma regression), landmark k's sigma is ``learned_sigmas()[k]`` and its
+    peak ``lambda_scale * (sigma / sigma_k)^2`` (constant mass; models/learned_sigmas.py), and
+    the targets carry the gradient to the sigmas.
     """
 
-    def __init__(self, sigma: float, num_levels: int, lambda_scale: float = 100.0) -> None:
+    def __init__(
+        self,
+        sigma: float,
+        num_levels: int,
+        lambda_scale: float = 100.0,
+        learned_sigmas: torch.nn.Module | None = None,
+    ) -> None:
         self.sigma = float(sigma)
         self.num_levels = int(num_levels)
         self.lambda_scale = float(lambda_scale)
+        self.learned_sigmas = learned_sigmas
 
     def generate_labels(self, landmarks, landmarks_in_indicator, image_size, x_y_corner_patch=None):
         coords = landmarks.float()
@@ -93,12 +111,16 @@ class UNetLabelGenerator(LabelGenerator):
             coords = coords - x_y_corner_patch[:, None, :].to(coords)
         coords = torch.nan_to_num(coords, nan=-1e4)  # dropped landmarks; masked below anyway
         visible = landmarks_in_indicator.to(coords)[..., None, None]
+        sigma, peak = self.sigma, self.lambda_scale
+        if self.learned_sigmas is not None:
+            sigma = self.learned_sigmas().to(coords)
+            peak = self.lambda_scale * (self.sigma / sigma) ** 2
         height, width = int(image_size[0]), int(image_size[1])
         labels = []
         for level in range(self.num_levels):
             size = (height // 2**level, width // 2**level)
             centres = resize_coords(coords, (height, width), size)
-            heatmaps = gaussian_heatmaps(centres, self.sigma / 2**level, size, self.lambda_scale)
+            heatmaps = gaussian_heatmaps(centres, sigma / 2**level, size, peak)
             labels.append(heatmaps * visible)
         return labels
 
