@@ -18,7 +18,9 @@ from inference.cross_validation import fold_numbers, summarise_cross_validation
 from inference.predictor import run_inference
 from trainer.model_trainer_base import ModelTrainerBase, seed_everything
 from trainer.model_trainer_index import get_trainer_class
+from trainer.preemption import PREEMPTED_EXIT_CODE, Preempted, latest_checkpoint, stop_on_signals
 from transforms.label_generator_index import get_label_generator_class
+from utils.distributed import close_distributed, init_distributed
 from utils.errors import ConfigError, LannuError
 from utils.logging_setup import setup_logging
 
@@ -48,7 +50,10 @@ def train_and_test(trainer: ModelTrainerBase, checkpoint: str | None) -> list[Pa
     Returns the results folders."""
     if checkpoint:
         trainer.load_checkpoint(checkpoint, resume_training=True)
-    trainer.train()
+    with stop_on_signals():  # SIGTERM/SIGUSR1: stop after the step (trainer/preemption.py)
+        trainer.train()
+    if not trainer.process_group.is_main:  # rank 0 tests; the others are done
+        return []
     if not read_dataset_json(trainer.annotation_file()).get("testing"):
         logger.info("no testing list in %s: skipping inference", trainer.annotation_file())
         return []
@@ -134,11 +139,11 @@ def check_output_dir(trainer: ModelTrainerBase, cfg) -> list[Path]:
                 f"checkpoints of this fold in {trainer.output_dir}"
             )
         return checkpoints
-    if existing and not cfg.MODEL.CHECKPOINT:
+    if existing and not cfg.MODEL.CHECKPOINT and not cfg.TRAINER.AUTO_RESUME:
         raise ConfigError(
             f"{trainer.output_dir} already holds checkpoints ({existing[0].name}): set "
-            "MODEL.CHECKPOINT to resume, TRAINER.INFERENCE_ONLY True to test them, or choose "
-            "another OUTPUT.OUTPUT_DIR"
+            "MODEL.CHECKPOINT or TRAINER.AUTO_RESUME True to resume, TRAINER.INFERENCE_ONLY "
+            "True to test them, or choose another OUTPUT.OUTPUT_DIR"
         )
     return []
 
@@ -147,6 +152,12 @@ def run(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     setup_logging()  # console only until the run is known to be valid
     cfg = load_cfg(args.cfg, args.opts)
+    group = init_distributed(cfg.TRAINER.DEVICE)  # torchrun's ranks, or one process
+    if group.distributed and (cfg.TRAINER.CROSS_VALIDATION or cfg.TRAINER.INFERENCE_ONLY):
+        raise ConfigError(
+            "torchrun trains one model: run TRAINER.CROSS_VALIDATION as a job array "
+            "(scripts/scripts_bess/submit_array.py) and TRAINER.INFERENCE_ONLY on one process"
+        )
     if cfg.TRAINER.CROSS_VALIDATION:
         fold_numbers(cfg.DATASET.SRC_TARGETS)  # fail early on a missing folder
         make_trainer(cfg)  # and on unknown architecture or dataset class
@@ -155,11 +166,18 @@ def run(argv: list[str] | None = None) -> None:
         return
     trainer = make_trainer(cfg)
     checkpoints = check_output_dir(trainer, cfg)
-    start_run_logging(cfg, args)
+    if group.is_main:  # one log file and config.yaml; the other ranks log warnings only
+        start_run_logging(cfg, args)
+    else:
+        logging.getLogger().setLevel(logging.WARNING)
+        seed_everything(cfg.SOLVER.SEED)  # every rank builds the same initial network
     if cfg.INFERENCE.ENSEMBLE_INFERENCE:
         test_ensemble(trainer, cfg)
     elif cfg.TRAINER.INFERENCE_ONLY:
         test_only(trainer, checkpoints)
+    elif cfg.TRAINER.AUTO_RESUME:
+        resume = latest_checkpoint(trainer.own_checkpoints(), trainer.checkpoint_path("latest"))
+        train_and_test(trainer, resume)
     else:
         train_and_test(trainer, cfg.MODEL.CHECKPOINT)
 
@@ -202,6 +220,13 @@ def main(argv: list[str] | None = None) -> int:
     except LannuError as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
+    except Preempted as err:
+        print(
+            f"preempted: {err}; model_latest*.model holds the latest completed epoch; rerun "
+            "with TRAINER.AUTO_RESUME True (the submit scripts requeue on this exit code)",
+            file=sys.stderr,
+        )
+        return PREEMPTED_EXIT_CODE
     except KeyboardInterrupt:
         print(
             "interrupted: the latest completed epoch is in model_latest*.model; resume with "
@@ -209,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+    finally:
+        close_distributed()
     return 0
 
 

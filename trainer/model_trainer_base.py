@@ -32,9 +32,20 @@ from datasets.sampling import SeededEpochSampler
 from inference.decoding import heatmap_to_coords
 from inference.ensemble import average_outputs
 from inference.predictions import target_coords
+from trainer.preemption import Preempted, stop_requested
 from transforms.dataloader_transforms import build_augmentation
 from transforms.generate_labels import LabelGenerator
 from utils.checkpoints import CHECKPOINT_SUFFIX, load_checkpoint, save_checkpoint
+from utils.distributed import (
+    BatchShardSampler,
+    ShardedSampler,
+    current_process_group,
+    mean_over_ranks,
+    per_rank_batch_size,
+    rank_device,
+    reduce_validation,
+    wrap_for_training,
+)
 from utils.errors import CheckpointError, ConfigError, DataError, TrainingError
 from utils.plotting import save_training_curves
 
@@ -104,7 +115,8 @@ class ModelTrainerBase(ABC):
         self.dataset_class = dataset_class
         self.label_generator_class = label_generator_class
         self.output_dir = Path(cfg.OUTPUT.OUTPUT_DIR)
-        self.device = resolve_device(cfg.TRAINER.DEVICE)
+        self.process_group = current_process_group()  # torchrun's ranks, or one process
+        self.device = rank_device(resolve_device(cfg.TRAINER.DEVICE), self.process_group)
         self.use_amp = bool(cfg.SOLVER.AUTO_MIXED_PRECISION) and self.device.type == "cuda"
         self.seed = int(cfg.SOLVER.SEED)
 
@@ -145,6 +157,7 @@ class ModelTrainerBase(ABC):
         self.dataset_name = cfg.DATASET.NAME
 
         self.network: torch.nn.Module | None = None
+        self.train_network: torch.nn.Module | None = None  # set by train(); DDP under torchrun
         self.label_generator: LabelGenerator | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.loss: torch.nn.Module | None = None
@@ -295,17 +308,24 @@ class ModelTrainerBase(ABC):
         )
 
     def make_loader(self, dataset: DatasetBase, shuffle: bool) -> DataLoader:
-        sampler = None
-        if shuffle:
-            sampler = SeededEpochSampler(
-                len(dataset), self.batches_per_epoch * self.batch_size, self.sampler_generator
+        """Training (``shuffle``): this rank's share of each epoch's seeded global batches.
+        Validation: whole batches in order, shared out between the ranks."""
+        group = self.process_group
+        pin_memory = self.device.type == "cuda"
+        if not shuffle:
+            batches = BatchShardSampler(len(dataset), self.batch_size, group.rank, group.world_size)
+            return DataLoader(
+                dataset, batch_sampler=batches, num_workers=self.num_workers, pin_memory=pin_memory
             )
+        sampler = SeededEpochSampler(
+            len(dataset), self.batches_per_epoch * self.batch_size, self.sampler_generator
+        )
         return DataLoader(
             dataset,
-            batch_size=self.batch_size,
-            sampler=sampler,
+            batch_size=per_rank_batch_size(self.batch_size, group),
+            sampler=ShardedSampler(sampler, self.batch_size, group.rank, group.world_size),
             num_workers=self.num_workers,
-            pin_memory=self.device.type == "cuda",
+            pin_memory=pin_memory,
         )
 
     # ------------------------------------------------------------------ training
@@ -340,7 +360,7 @@ class ModelTrainerBase(ABC):
         targets = self.make_targets(batch)
         self.optimizer.zero_grad(set_to_none=True)
         with self.autocast():
-            outputs = self.network(images)
+            outputs = self.train_network(images)
             loss = self.loss(outputs, targets)
         if not torch.isfinite(loss):
             raise TrainingError(
@@ -371,7 +391,7 @@ class ModelTrainerBase(ABC):
                 )
                 errors.append(np.linalg.norm(coords[row].cpu().numpy() - target, axis=-1))
         self.network.train()
-        return float(np.mean(losses)), float(np.mean(np.concatenate(errors)))
+        return reduce_validation(losses, errors, self.device)  # over all ranks' batches
 
     def train(self) -> None:
         """Train from ``self.epoch`` to SOLVER.MAX_EPOCHS (or early stop), checkpointing."""
@@ -387,6 +407,7 @@ class ModelTrainerBase(ABC):
         if self.network is None:
             self.initialize(train_set.num_landmarks)
         self.check_landmarks(train_set)
+        self.train_network = wrap_for_training(self.network, self.device, self.process_group)
         train_loader = self.make_loader(train_set, shuffle=True)
         val_loader = self.make_loader(val_set, shuffle=False) if val_set else None
         logger.info(
@@ -423,11 +444,13 @@ class ModelTrainerBase(ABC):
             for batch in bar:
                 losses.append(self.train_step(batch))
                 bar.set_postfix(loss=f"{losses[-1]:.4g}")
+                if stop_requested(self.device, self.process_group):
+                    raise Preempted(f"stopped during epoch {epoch + 1}")
             train_seconds = time.perf_counter() - start
             val_loss, val_mre = self.validate(val_loader) if val_loader else (math.nan, math.nan)
             self.epoch = epoch + 1
             stop = self.on_epoch_end(
-                float(np.mean(losses)),
+                mean_over_ranks(float(np.mean(losses)), self.device),
                 val_loss,
                 val_mre,
                 lr,
@@ -436,6 +459,8 @@ class ModelTrainerBase(ABC):
             )
             if stop:
                 break
+            if stop_requested(self.device, self.process_group):
+                raise Preempted(f"stopped after epoch {self.epoch}")
 
     def check_landmarks(self, dataset: DatasetBase) -> None:
         """Refuse a dataset whose landmarks (JSON indices) are not the model's."""
@@ -485,9 +510,10 @@ class ModelTrainerBase(ABC):
             self.save_checkpoint(self.checkpoint_path("best"))
         if not self.save_latest_only:
             self.save_checkpoint(self.checkpoint_path(f"ep{self.epoch}"))
-        metrics = pd.DataFrame(self.history)
-        metrics.to_csv(self.output_dir / "metrics.csv", index=False)
-        save_training_curves(metrics, self.output_dir / "training_curves.png")
+        if self.process_group.is_main:  # the other ranks hold the same weights and history
+            metrics = pd.DataFrame(self.history)
+            metrics.to_csv(self.output_dir / "metrics.csv", index=False)
+            save_training_curves(metrics, self.output_dir / "training_curves.png")
         if self.epochs_without_improvement >= self.early_stop_patience:
             logger.info(
                 "early stopping: no better validation error for %d epochs (best %.2f at epoch %d)",
@@ -537,6 +563,8 @@ class ModelTrainerBase(ABC):
         return f"_fold{self.fold}" if self.fold >= 0 else ""
 
     def save_checkpoint(self, path: Path) -> None:
+        if not self.process_group.is_main:  # rank 0 writes; every rank holds the same state
+            return
         save_checkpoint(
             {
                 "config": self.cfg.dump(),
