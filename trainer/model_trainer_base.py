@@ -447,7 +447,9 @@ class ModelTrainerBase(ABC):
                 if stop_requested(self.device, self.process_group):
                     raise Preempted(f"stopped during epoch {epoch + 1}")
             train_seconds = time.perf_counter() - start
-            val_loss, val_mre = self.validate(val_loader) if val_loader else (math.nan, math.nan)
+            val_loss, val_mre = (
+                self.validate(val_loader) if val_loader is not None else (math.nan, math.nan)
+            )
             self.epoch = epoch + 1
             stop = self.on_epoch_end(
                 mean_over_ranks(float(np.mean(losses)), self.device),
