@@ -156,7 +156,7 @@ def run(argv: list[str] | None = None) -> None:
     if group.distributed and (cfg.TRAINER.CROSS_VALIDATION or cfg.TRAINER.INFERENCE_ONLY):
         raise ConfigError(
             "torchrun trains one model: run TRAINER.CROSS_VALIDATION as a job array "
-            "(scripts/scripts_bess/submit_array.py) and TRAINER.INFERENCE_ONLY on one process"
+            "(scripts/scripts_bess/submit_folds.py) and TRAINER.INFERENCE_ONLY on one process"
         )
     if cfg.TRAINER.CROSS_VALIDATION:
         fold_numbers(cfg.DATASET.SRC_TARGETS)  # fail early on a missing folder

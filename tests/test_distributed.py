@@ -12,7 +12,7 @@ from torch.utils.data import SequentialSampler
 
 from datasets.sampling import SeededEpochSampler
 from datasets.synthetic import make_synthetic_dataset
-from tests.test_main import DEMO_CFG, REPO, tiny_opts
+from tests.test_main import DEMO_CFG, REPO, run_main, tiny_opts
 from utils.distributed import BatchShardSampler, ProcessGroup, ShardedSampler, per_rank_batch_size
 from utils.errors import ConfigError
 
@@ -50,25 +50,24 @@ def test_global_batch_must_divide_between_ranks():
         per_rank_batch_size(6, ProcessGroup(0, 4))
 
 
-def test_two_gloo_processes_match_one(tmp_path):
+def test_two_gloo_processes_match_one(tmp_path, capsys):
     """torchrun --nproc_per_node 2 trains the same model as one process with the same global
     batch: the same losses and validation error per epoch; only rank 0 writes."""
     data = tmp_path / "data"
     make_synthetic_dataset(data, counts=(8, 6, 2), size_range=((40, 48), (50, 60)), seed=3)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     single, multi = tmp_path / "single", tmp_path / "multi"
-    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]
-    for out, prefix in ((single, [sys.executable]), (multi, [*launch, "2"])):
-        opts = [*tiny_opts(data, out), "TRAINER.DEVICE", "cpu"]
-        result = subprocess.run(
-            [*prefix, str(REPO / "main.py"), "--cfg", DEMO_CFG, *opts],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert result.returncode == 0, result.stderr[-2000:]
+    cpu = ["TRAINER.DEVICE", "cpu"]  # Gloo; also where a GPU would give both ranks cuda:0
+    assert run_main(["--cfg", DEMO_CFG, *tiny_opts(data, single), *cpu], capsys)[0] == 0
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]
+    result = subprocess.run(
+        [*torchrun, "2", str(REPO / "main.py"), "--cfg", DEMO_CFG, *tiny_opts(data, multi), *cpu],
+        cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
     a, b = pd.read_csv(single / "metrics.csv"), pd.read_csv(multi / "metrics.csv")
     assert list(b["epoch"]) == [1, 2]
     for column in ("train_loss", "val_loss", "val_mre_px"):
