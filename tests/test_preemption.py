@@ -59,12 +59,15 @@ def test_auto_resume_excludes_an_explicit_checkpoint(tiny_data, tmp_path, capsys
 
 
 def test_sigterm_then_auto_resume_repeats_no_epoch(tiny_data, tmp_path, capsys):
+    """Training run by run_train_config.sh, as in a Slurm job: Slurm's SIGUSR1 to the shell
+    reaches main.py as SIGTERM; the exit status says requeue; the rerun resumes."""
     epochs = 6
     out, straight = tmp_path / "preempted", tmp_path / "straight"
     opts = [*tiny_opts(tiny_data, out, epochs=epochs), "TRAINER.AUTO_RESUME", "True"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LANNU_LAUNCHER": sys.executable}
+    script = REPO / "scripts" / "scripts_bess" / "run_train_config.sh"
     process = subprocess.Popen(
-        [sys.executable, str(REPO / "main.py"), "--cfg", DEMO_CFG, *opts],
+        ["bash", str(script), "--cfg", DEMO_CFG, *opts],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -74,7 +77,7 @@ def test_sigterm_then_auto_resume_repeats_no_epoch(tiny_data, tmp_path, capsys):
     deadline = time.monotonic() + 60
     while not (out / "model_latest.model").exists() and time.monotonic() < deadline:
         time.sleep(0.02)
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(signal.SIGUSR1)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == PREEMPTED_EXIT_CODE, stderr
     assert "preempted" in stderr and "AUTO_RESUME" in stderr

@@ -7,23 +7,25 @@
 : "${CUDA_MODULE:=cuDNN/7.6.4.38-gcccuda-2019b}"
 # The conda environment made from requirements/environment.yml.
 : "${CONDA_ENV:=lannunet}"
-# The LaNNU-Net checkout. Slurm runs a copy of the batch script from its spool folder, so the
-# default is the folder sbatch was called from: submit from the repository root (or set it).
-: "${LANNU_DIR:=${SLURM_SUBMIT_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}}"
+# The LaNNU-Net checkout: the one this file is in. (Slurm runs a copy of a batch script from its
+# spool folder, so the batch scripts find this file through LANNU_DIR or the submit folder.)
+: "${LANNU_DIR:=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
 export ANACONDA_MODULE CUDA_MODULE CONDA_ENV LANNU_DIR
 
 # main.py's exit code when a stop signal interrupted training (trainer/preemption.py).
 PREEMPTED_EXIT_CODE=75
 LANNU_SIGNALLED=0
 
-# Load conda and CUDA and activate the environment (a no-op where `module` does not exist,
-# e.g. on a workstation with the environment already active).
+# Load conda and CUDA and activate the environment. Where there is no `module` command (a
+# workstation), say so and use the Python environment that is active.
 load_environment() {
-    if command -v module >/dev/null 2>&1; then
-        module load "$ANACONDA_MODULE" "$CUDA_MODULE"
-        # shellcheck disable=SC1091  # conda's activate script lives on the cluster
-        source activate "$CONDA_ENV"
+    if ! command -v module >/dev/null 2>&1; then
+        echo "no 'module' command: using the active environment ($(command -v python))" >&2
+        return
     fi
+    module load "$ANACONDA_MODULE" "$CUDA_MODULE"
+    # shellcheck disable=SC1091  # conda's activate script lives on the cluster
+    source activate "$CONDA_ENV"
 }
 
 # Run "$@" in the background and pass SIGTERM or SIGUSR1 (what Slurm sends before the time
