@@ -221,11 +221,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     except Preempted as err:
-        print(
+        message = (
             f"preempted: {err}; model_latest*.model holds the latest completed epoch; rerun "
-            "with TRAINER.AUTO_RESUME True (the submit scripts requeue on this exit code)",
-            file=sys.stderr,
+            "with TRAINER.AUTO_RESUME True (the submit scripts requeue on this exit code)"
         )
+        logger.warning("%s", message)  # into the run's log file too
+        print(message, file=sys.stderr)
         return PREEMPTED_EXIT_CODE
     except KeyboardInterrupt:
         print(

@@ -88,8 +88,8 @@ def test_sigterm_then_auto_resume_repeats_no_epoch(tiny_data, tmp_path, capsys):
     code, err = run_main(["--cfg", DEMO_CFG, *opts], capsys)  # what the requeued job runs
     assert code == 0, err
     logs = "".join(path.read_text() for path in out.glob("log_*.txt"))
+    assert "preempted: SIGTERM signal" in logs  # forwarded by the script as SIGTERM
     assert "TRAINER.AUTO_RESUME: resuming from" in logs and f"after epoch {stopped}" in logs
-    print("stopped after epoch", stopped)
     assert run_main(["--cfg", DEMO_CFG, *tiny_opts(tiny_data, straight, epochs)], capsys)[0] == 0
     resumed, reference = pd.read_csv(out / "metrics.csv"), pd.read_csv(straight / "metrics.csv")
     assert list(resumed["epoch"]) == list(range(1, epochs + 1))

@@ -32,7 +32,7 @@ from datasets.sampling import SeededEpochSampler
 from inference.decoding import heatmap_to_coords
 from inference.ensemble import average_outputs
 from inference.predictions import target_coords
-from trainer.preemption import Preempted, stop_requested
+from trainer.preemption import Preempted, received_signals, stop_requested
 from transforms.dataloader_transforms import build_augmentation
 from transforms.generate_labels import LabelGenerator
 from utils.checkpoints import CHECKPOINT_SUFFIX, load_checkpoint, save_checkpoint
@@ -445,7 +445,7 @@ class ModelTrainerBase(ABC):
                 losses.append(self.train_step(batch))
                 bar.set_postfix(loss=f"{losses[-1]:.4g}")
                 if stop_requested(self.device, self.process_group):
-                    raise Preempted(f"stopped during epoch {epoch + 1}")
+                    raise Preempted(f"{received_signals()} signal during epoch {epoch + 1}")
             train_seconds = time.perf_counter() - start
             val_loss, val_mre = (
                 self.validate(val_loader) if val_loader is not None else (math.nan, math.nan)
@@ -462,7 +462,7 @@ class ModelTrainerBase(ABC):
             if stop:
                 break
             if stop_requested(self.device, self.process_group):
-                raise Preempted(f"stopped after epoch {self.epoch}")
+                raise Preempted(f"{received_signals()} signal in epoch {self.epoch}, now saved")
 
     def check_landmarks(self, dataset: DatasetBase) -> None:
         """Refuse a dataset whose landmarks (JSON indices) are not the model's."""

@@ -44,8 +44,7 @@ def stop_on_signals(signals: tuple[int, ...] = STOP_SIGNALS) -> Iterator[None]:
     terminating the process; the previous handlers come back afterwards."""
 
     def record(signum, _frame) -> None:
-        if not _received:
-            logger.warning("received %s: stopping after this step", signal.Signals(signum).name)
+        # Only record: writing to a stream here could re-enter a write the signal interrupted.
         _received.append(signum)
 
     previous = {sig: signal.signal(sig, record) for sig in signals}
@@ -63,6 +62,11 @@ def stop_requested(device: torch.device, group: ProcessGroup) -> bool:
     if not group.distributed:
         return bool(_received)
     return sum_over_ranks([float(bool(_received))], device)[0] > 0
+
+
+def received_signals() -> str:
+    """The names of the stop signals received, for messages ("SIGUSR1"; "another rank's")."""
+    return ", ".join(sorted({signal.Signals(s).name for s in _received})) or "another rank's"
 
 
 def latest_checkpoint(own_checkpoints: list[Path], latest: Path) -> Path | None:
