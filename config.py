@@ -74,6 +74,7 @@ _C.TRAINER.CROSS_VALIDATION = False  # train every SRC_TARGETS/fold<N>.json into
 _C.TRAINER.INFERENCE_ONLY = False  # skip training; predict with MODEL.CHECKPOINT or every .model
 _C.TRAINER.EARLY_STOP_PATIENCE = 150  # stop after this many epochs without a better val. error
 _C.TRAINER.DEVICE = "auto"  # "auto" (CUDA when available), "cpu", "cuda" or "cuda:N"
+_C.TRAINER.AUTO_RESUME = False  # resume from OUTPUT_DIR's model_latest if present (requeued jobs)
 
 # ----------------------------------------------------------------------------------------------
 _C.MODEL = CN()
@@ -324,6 +325,13 @@ def validate_cfg(cfg: CN) -> None:
             "with TRAINER.FOLD N and TRAINER.INFERENCE_ONLY instead"
         )
     _validate_tracking(cfg)
+    if cfg.TRAINER.AUTO_RESUME and (
+        cfg.MODEL.CHECKPOINT or cfg.TRAINER.INFERENCE_ONLY or cfg.TRAINER.CROSS_VALIDATION
+    ):
+        raise ConfigError(
+            "TRAINER.AUTO_RESUME resumes one training run from OUTPUT_DIR's model_latest: "
+            "unset MODEL.CHECKPOINT, TRAINER.INFERENCE_ONLY and TRAINER.CROSS_VALIDATION"
+        )
     thresholds = cfg.INFERENCE.SDR_THRESHOLDS
     if not thresholds or not all(_is_number(t) and t > 0 for t in thresholds):
         raise ConfigError("INFERENCE.SDR_THRESHOLDS must be a non-empty list of radii > 0")

@@ -18,6 +18,8 @@ from inference.predictor import run_inference
 from tracking import open_tracker
 from trainer.model_trainer_base import ModelTrainerBase, seed_everything
 from trainer.model_trainer_index import build_trainer
+from trainer.preemption import PREEMPTED_EXIT_CODE, Preempted, latest_checkpoint, stop_on_signals
+from utils.distributed import close_distributed, init_distributed
 from utils.errors import ConfigError, LannuError
 from utils.logging_setup import setup_logging
 
@@ -47,7 +49,10 @@ def train_and_test(trainer: ModelTrainerBase, checkpoint: str | None) -> list[Pa
     Returns the results folders."""
     if checkpoint:
         trainer.load_checkpoint(checkpoint, resume_training=True)
-    trainer.train()
+    with stop_on_signals():  # SIGTERM/SIGUSR1: stop after the step (trainer/preemption.py)
+        trainer.train()
+    if not trainer.process_group.is_main:  # rank 0 tests; the others are done
+        return []
     if not read_dataset_json(trainer.annotation_file()).get("testing"):
         logger.info("no testing list in %s: skipping inference", trainer.annotation_file())
         return []
@@ -126,11 +131,11 @@ def check_output_dir(trainer: ModelTrainerBase, cfg) -> list[Path]:
                 f"checkpoints of this fold in {trainer.output_dir}"
             )
         return checkpoints
-    if existing and not cfg.MODEL.CHECKPOINT:
+    if existing and not cfg.MODEL.CHECKPOINT and not cfg.TRAINER.AUTO_RESUME:
         raise ConfigError(
             f"{trainer.output_dir} already holds checkpoints ({existing[0].name}): set "
-            "MODEL.CHECKPOINT to resume, TRAINER.INFERENCE_ONLY True to test them, or choose "
-            "another OUTPUT.OUTPUT_DIR"
+            "MODEL.CHECKPOINT or TRAINER.AUTO_RESUME True to resume, TRAINER.INFERENCE_ONLY "
+            "True to test them, or choose another OUTPUT.OUTPUT_DIR"
         )
     return []
 
@@ -139,6 +144,12 @@ def run(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     setup_logging()  # console only until the run is known to be valid
     cfg = load_cfg(args.cfg, args.opts)
+    group = init_distributed(cfg.TRAINER.DEVICE)  # torchrun's ranks, or one process
+    if group.distributed and (cfg.TRAINER.CROSS_VALIDATION or cfg.TRAINER.INFERENCE_ONLY):
+        raise ConfigError(
+            "torchrun trains one model: run TRAINER.CROSS_VALIDATION as a job array "
+            "(scripts/scripts_bess/submit_folds.py) and TRAINER.INFERENCE_ONLY on one process"
+        )
     if cfg.TRAINER.CROSS_VALIDATION:
         fold_numbers(cfg.DATASET.SRC_TARGETS)  # fail early on a missing folder
         build_trainer(cfg)  # and on unknown architecture or dataset class
@@ -147,12 +158,19 @@ def run(argv: list[str] | None = None) -> None:
         return
     trainer = build_trainer(cfg)
     checkpoints = check_output_dir(trainer, cfg)
-    start_run_logging(cfg, args)
-    with open_tracker(cfg) as trainer.tracker:
+    if group.is_main:  # one log file and config.yaml; the other ranks log warnings only
+        start_run_logging(cfg, args)
+    else:
+        logging.getLogger().setLevel(logging.WARNING)
+        seed_everything(cfg.SOLVER.SEED)  # every rank builds the same initial network
+    with open_tracker(cfg if group.is_main else None) as trainer.tracker:
         if cfg.INFERENCE.ENSEMBLE_INFERENCE:
             test_ensemble(trainer, cfg)
         elif cfg.TRAINER.INFERENCE_ONLY:
             test_only(trainer, checkpoints)
+        elif cfg.TRAINER.AUTO_RESUME:
+            resume = latest_checkpoint(trainer.own_checkpoints(), trainer.checkpoint_path("latest"))
+            train_and_test(trainer, resume)
         else:
             train_and_test(trainer, cfg.MODEL.CHECKPOINT)
 
@@ -195,6 +213,14 @@ def main(argv: list[str] | None = None) -> int:
     except LannuError as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
+    except Preempted as err:
+        message = (
+            f"preempted: {err}; model_latest*.model holds the latest completed epoch; rerun "
+            "with TRAINER.AUTO_RESUME True (the submit scripts requeue on this exit code)"
+        )
+        logger.warning("%s", message)  # into the run's log file too
+        print(message, file=sys.stderr)
+        return PREEMPTED_EXIT_CODE
     except KeyboardInterrupt:
         print(
             "interrupted: the latest completed epoch is in model_latest*.model; resume with "
@@ -202,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+    finally:
+        close_distributed()
     return 0
 
 

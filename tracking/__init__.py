@@ -25,10 +25,13 @@ __all__ = [
 ]
 
 
-def build_tracker(cfg: CfgNode) -> Tracker:
+def build_tracker(cfg: CfgNode | None) -> Tracker:
     """The trackers that OUTPUT.USE_COMETML_LOGGING and OUTPUT.TENSORBOARD ask for, as one
     tracker, with the config already logged. The Comet API key comes from OUTPUT.COMET_API_KEY
-    or, when that is None, the COMET_API_KEY environment variable."""
+    or, when that is None, the COMET_API_KEY environment variable. ``cfg`` None (the ranks other
+    than 0 of a distributed run): a tracker that records nothing."""
+    if cfg is None:
+        return Tracker()
     output_dir = Path(cfg.OUTPUT.OUTPUT_DIR)
     trackers: list[Tracker] = []
     if cfg.OUTPUT.USE_COMETML_LOGGING:
@@ -55,7 +58,7 @@ def build_tracker(cfg: CfgNode) -> Tracker:
 
 
 @contextmanager
-def open_tracker(cfg: CfgNode) -> Iterator[Tracker]:
+def open_tracker(cfg: CfgNode | None) -> Iterator[Tracker]:
     """:func:`build_tracker`, closed (Comet's experiment ended) however the run ends."""
     tracker = build_tracker(cfg)
     try:

@@ -37,10 +37,21 @@ from inference.ensemble import average_outputs
 from inference.predictions import target_coords
 from inference.stitching import fully_convolutional, map_tensors, patchify_and_stitch
 from tracking.base import Tracker
+from trainer.preemption import Preempted, received_signals, stop_requested
 from transforms.dataloader_transforms import build_augmentation
 from transforms.generate_labels import LabelGenerator
 from utils.checkpoints import CHECKPOINT_SUFFIX, load_checkpoint, save_checkpoint
 from utils.coordinates import resize_image
+from utils.distributed import (
+    BatchShardSampler,
+    ShardedSampler,
+    current_process_group,
+    mean_over_ranks,
+    per_rank_batch_size,
+    rank_device,
+    reduce_validation,
+    wrap_for_training,
+)
 from utils.errors import CheckpointError, ConfigError, DataError, TrainingError
 from utils.plotting import save_training_curves
 
@@ -130,7 +141,8 @@ class ModelTrainerBase(ABC):
         self.dataset_class = dataset_class
         self.label_generator_class = label_generator_class
         self.output_dir = Path(cfg.OUTPUT.OUTPUT_DIR)
-        self.device = resolve_device(cfg.TRAINER.DEVICE)
+        self.process_group = current_process_group()  # torchrun's ranks, or one process
+        self.device = rank_device(resolve_device(cfg.TRAINER.DEVICE), self.process_group)
         self.use_amp = bool(cfg.SOLVER.AUTO_MIXED_PRECISION) and self.device.type == "cuda"
         self.seed = int(cfg.SOLVER.SEED)
 
@@ -188,6 +200,7 @@ class ModelTrainerBase(ABC):
         self.tracker = Tracker()  # does nothing; main.py attaches Comet / TensorBoard (tracking/)
 
         self.network: torch.nn.Module | None = None
+        self.train_network: torch.nn.Module | None = None  # set by train(); DDP under torchrun
         self.label_generator: LabelGenerator | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.loss: torch.nn.Module | None = None
@@ -434,22 +447,28 @@ class ModelTrainerBase(ABC):
         return PatchSampler(self.sample_patch_size, self.sampler_bias)
 
     def make_loader(self, dataset: DatasetBase, shuffle: bool) -> DataLoader:
-        """Batches of DATA_LOADER_BATCH_SIZE (whole images after patch training: one at a time,
-        their windows batched instead); ``shuffle``: SOLVER.MINI_BATCH_SIZE seeded draws."""
-        batch_size = self.batch_size
-        if self.patch_sampling and dataset.patch_sampler is None:
-            batch_size = 1
-        sampler = None
-        if shuffle:
-            sampler = SeededEpochSampler(
-                len(dataset), self.batches_per_epoch * self.batch_size, self.sampler_generator
+        """Training (``shuffle``): this rank's share of each epoch's seeded global batches.
+        Validation: whole batches in order, shared out between the ranks (whole images after
+        patch training one at a time: their windows are batched instead)."""
+        group = self.process_group
+        pin_memory = self.device.type == "cuda"
+        if not shuffle:
+            batch_size = self.batch_size
+            if self.patch_sampling and dataset.patch_sampler is None:
+                batch_size = 1
+            batches = BatchShardSampler(len(dataset), batch_size, group.rank, group.world_size)
+            return DataLoader(
+                dataset, batch_sampler=batches, num_workers=self.num_workers, pin_memory=pin_memory
             )
+        sampler = SeededEpochSampler(
+            len(dataset), self.batches_per_epoch * self.batch_size, self.sampler_generator
+        )
         return DataLoader(
             dataset,
-            batch_size=batch_size,
-            sampler=sampler,
+            batch_size=per_rank_batch_size(self.batch_size, group),
+            sampler=ShardedSampler(sampler, self.batch_size, group.rank, group.world_size),
             num_workers=self.num_workers,
-            pin_memory=self.device.type == "cuda",
+            pin_memory=pin_memory,
         )
 
     # ------------------------------------------------------------------ training
@@ -487,7 +506,7 @@ class ModelTrainerBase(ABC):
         targets = self.make_targets(batch)
         self.optimizer.zero_grad(set_to_none=True)
         with self.autocast():
-            outputs = self.network(images)
+            outputs = self.train_network(images)
             loss = self.loss(outputs, targets)
         if not torch.isfinite(loss):
             raise TrainingError(
@@ -520,7 +539,7 @@ class ModelTrainerBase(ABC):
                 outputs = self.whole_image_forward(batch["image"].to(self.device), self.network)
             errors += self.radial_errors(outputs, batch, image_loader.dataset)
         self.network.train()
-        return float(np.mean(losses)), float(np.mean(np.concatenate(errors)))
+        return reduce_validation(losses, errors, self.device)  # over all ranks' batches
 
     def radial_errors(self, outputs: Any, batch: dict, dataset: DatasetBase) -> list[np.ndarray]:
         """(K,) radial errors per sample of a batch's outputs, in the evaluation space."""
@@ -548,6 +567,7 @@ class ModelTrainerBase(ABC):
         if self.network is None:
             self.initialize(train_set.num_landmarks)
         self.check_landmarks(train_set)
+        self.train_network = wrap_for_training(self.network, self.device, self.process_group)
         train_loader = self.make_loader(train_set, shuffle=True)
         val_loader = image_loader = None
         if val_set is not None and self.patch_sampling:  # loss on patches, error on images
@@ -589,13 +609,17 @@ class ModelTrainerBase(ABC):
             for batch in bar:
                 losses.append(self.train_step(batch))
                 bar.set_postfix(loss=f"{losses[-1]:.4g}")
+                if stop_requested(self.device, self.process_group):
+                    raise Preempted(f"{received_signals()} signal during epoch {epoch + 1}")
             train_seconds = time.perf_counter() - start
             val_loss, val_mre = (
-                self.validate(val_loader, image_loader) if val_loader else (math.nan, math.nan)
+                self.validate(val_loader, image_loader)
+                if val_loader is not None
+                else (math.nan, math.nan)
             )
             self.epoch = epoch + 1
             stop = self.on_epoch_end(
-                float(np.mean(losses)),
+                mean_over_ranks(float(np.mean(losses)), self.device),
                 val_loss,
                 val_mre,
                 lr,
@@ -604,6 +628,8 @@ class ModelTrainerBase(ABC):
             )
             if stop:
                 break
+            if stop_requested(self.device, self.process_group):
+                raise Preempted(f"{received_signals()} signal in epoch {self.epoch}, now saved")
 
     def check_landmarks(self, dataset: DatasetBase) -> None:
         """Refuse a dataset whose landmarks (JSON indices) are not the model's."""
@@ -654,9 +680,10 @@ class ModelTrainerBase(ABC):
             self.save_checkpoint(self.checkpoint_path("best"))
         if not self.save_latest_only:
             self.save_checkpoint(self.checkpoint_path(f"ep{self.epoch}"))
-        metrics = pd.DataFrame(self.history)
-        metrics.to_csv(self.output_dir / "metrics.csv", index=False)
-        save_training_curves(metrics, self.output_dir / "training_curves.png")
+        if self.process_group.is_main:  # the other ranks hold the same weights and history
+            metrics = pd.DataFrame(self.history)
+            metrics.to_csv(self.output_dir / "metrics.csv", index=False)
+            save_training_curves(metrics, self.output_dir / "training_curves.png")
         if self.epochs_without_improvement >= self.early_stop_patience:
             logger.info(
                 "early stopping: no better validation error for %d epochs (best %.2f at epoch %d)",
@@ -706,6 +733,8 @@ class ModelTrainerBase(ABC):
         return f"_fold{self.fold}" if self.fold >= 0 else ""
 
     def save_checkpoint(self, path: Path) -> None:
+        if not self.process_group.is_main:  # rank 0 writes; every rank holds the same state
+            return
         save_checkpoint(
             {
                 "config": self.cfg.dump(),

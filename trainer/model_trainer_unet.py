@@ -118,7 +118,7 @@ class ModelTrainerUNet(ModelTrainerBase):
 
     def on_epoch_end(self, *args, **kwargs) -> bool:
         stop = super().on_epoch_end(*args, **kwargs)
-        if self.regress_sigma:
+        if self.regress_sigma and self.process_group.is_main:
             sigmas = self.learned_sigmas()
             logger.info(
                 "learned sigmas (input px): %s",

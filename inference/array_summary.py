@@ -1,0 +1,105 @@
+"""After a Slurm array trained every fold (and seed): test each fold's model, or the ensemble of
+its seeds, on the fold's testing list, then summarise all folds like TRAINER.CROSS_VALIDATION.
+
+python -m inference.array_summary --folds 0:1:2:3 [--seeds 1:2:3] --output-dir DIR --cfg FILE
+    [KEY VALUE ...]
+
+The array's task for fold F (and seed S) trained into ``DIR/fold<F>`` (``DIR/fold<F>/seed<S>``);
+results go to ``DIR/fold<F>/results/`` and the summary to ``DIR/cross_validation``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from config import load_cfg
+from inference.cross_validation import summarise_cross_validation
+from inference.predictor import run_inference
+from main import evaluation_sets, one_line
+from trainer.model_trainer_index import build_trainer
+from utils.errors import ConfigError, LannuError
+from utils.logging_setup import setup_logging
+
+logger = logging.getLogger("lannunet")
+
+
+def parse_numbers(text: str, name: str) -> list[int]:
+    """``"0:1:2"`` → ``[0, 1, 2]`` (the ":"-joined lists that Slurm's --export allows)."""
+    try:
+        return [int(part) for part in text.split(":") if part]
+    except ValueError:
+        raise ConfigError(f"{name} {text!r}: give integers joined by ':'") from None
+
+
+def fold_checkpoints(output_dir: Path, fold: int, seeds: list[int]) -> list[Path]:
+    """The best checkpoint of every seed of ``fold`` (of the fold's one model without seeds)."""
+    folder = output_dir / f"fold{fold}"
+    name = f"model_best_fold{fold}.model"
+    return [folder / f"seed{seed}" / name for seed in seeds] if seeds else [folder / name]
+
+
+def test_folds(cfg, folds: list[int], seeds: list[int], output_dir: Path) -> dict[int, Path]:
+    """Test every fold's model(s) on its testing list; the results folder of each fold."""
+    results = {}
+    for fold in folds:
+        fold_cfg = cfg.clone()
+        fold_cfg.defrost()
+        fold_cfg.TRAINER.FOLD = fold
+        fold_cfg.TRAINER.CROSS_VALIDATION = False
+        fold_cfg.OUTPUT.OUTPUT_DIR = str(output_dir / f"fold{fold}")
+        fold_cfg.freeze()
+        trainer = build_trainer(fold_cfg)
+        test_set, calibration_set = evaluation_sets(trainer)
+        checkpoints = fold_checkpoints(output_dir, fold, seeds)
+        logger.info("fold %d: testing %s", fold, [str(p) for p in checkpoints])
+        if len(checkpoints) == 1:
+            results[fold] = run_inference(trainer, checkpoints, test_set, calibration_set)
+        else:
+            results[fold] = run_inference(
+                trainer,
+                checkpoints,
+                test_set,
+                calibration_set,
+                methods=tuple(cfg.INFERENCE.ENSEMBLE_UNCERTAINTY_KEYS),
+                smha_index=cfg.INFERENCE.UNCERTAINTY_SMHA_MODEL_IDX,
+                name="ensemble",
+            )
+    return results
+
+
+def run(argv: list[str] | None = None) -> Path:
+    """Test all folds and write the summary; returns the summary's folder."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--folds", required=True, help="fold numbers joined by ':'")
+    parser.add_argument("--seeds", default="", help="seeds joined by ':'; none: one model a fold")
+    parser.add_argument("--output-dir", required=True, help="the array's OUTPUT_DIR")
+    parser.add_argument("--cfg", required=True, help="the config the array trained with")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="its KEY VALUE overrides")
+    args = parser.parse_args(argv)
+    output_dir = Path(args.output_dir)
+    setup_logging(output_dir / "cross_validation_log.txt")
+    cfg = load_cfg(args.cfg, args.opts)
+    folds, seeds = parse_numbers(args.folds, "--folds"), parse_numbers(args.seeds, "--seeds")
+    results = test_folds(cfg, folds, seeds, output_dir)
+    append = cfg.OUTPUT.RESULTS_CSV_APPEND or ""
+    folder = summarise_cross_validation(
+        results, output_dir / f"cross_validation{append}", cfg.INFERENCE.SDR_THRESHOLDS
+    )
+    logger.info("cross-validation summary of folds %s written to %s", folds, folder)
+    return folder
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        run(argv)
+    except LannuError as err:
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
