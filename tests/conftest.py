@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -15,6 +16,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from datasets.synthetic import make_synthetic_dataset  # noqa: E402
+
+# The tests' networks are tiny: one intra-op thread runs them fastest, and several threads
+# contend badly on a busy 2-core CI machine (a 6 s test took 57 s).
+torch.set_num_threads(1)
 
 # Hand-made dataset: every image is 30 rows x 40 columns (H, W), three landmarks per sample.
 HAND_SIZE = (30, 40)
