@@ -8,6 +8,8 @@ batch through all of them once, and combines the outputs per method (inference/e
 from __future__ import annotations
 
 import copy
+import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +31,9 @@ from utils.results import unique_results_dir
 
 if TYPE_CHECKING:
     from trainer.model_trainer_base import ModelTrainerBase
+
+
+logger = logging.getLogger(__name__)
 
 
 class Predictor:
@@ -63,6 +68,10 @@ class Predictor:
         trainer = self.trainer
         parts: dict[str, list[Predictions]] = {method: [] for method in methods}
         loader = trainer.make_loader(dataset, shuffle=False)
+        on_cuda = trainer.device.type == "cuda"
+        if on_cuda:
+            torch.cuda.reset_peak_memory_stats(trainer.device)
+        start = time.perf_counter()
         for batch in tqdm(loader, desc="predicting", leave=False, disable=None):
             images = batch["image"].to(trainer.device)
             outputs = [trainer.inference_forward(images, network) for network in self.networks]
@@ -88,6 +97,18 @@ class Predictor:
                         covariance=None if covariance is None else covariance.float().cpu().numpy(),
                     )
                 )
+        seconds = time.perf_counter() - start
+        logger.info(
+            "predicted %d images of %s in %.1f s (%.3f s per image, loading and decoding "
+            "included)%s",
+            len(dataset),
+            dataset.split,
+            seconds,
+            seconds / max(len(dataset), 1),
+            f", peak GPU memory {torch.cuda.max_memory_allocated(trainer.device) / 2**30:.2f} GiB"
+            if on_cuda
+            else "",
+        )
         return {method: Predictions.concatenate(chunks) for method, chunks in parts.items()}
 
     def tables(
