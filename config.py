@@ -183,7 +183,7 @@ AUTO_KEYS = (
     "MODEL.GAUSS_SIGMA",
 )
 # Keys read only while another key is "auto": a non-default value is refused otherwise.
-_AUTO_ONLY = {
+AUTO_ONLY_KEYS = {
     "SAMPLER.MAX_INPUT_PIXELS": "SAMPLER.INPUT_SIZE",
     "SOLVER.MAX_AUTO_BATCH_SIZE": "SOLVER.DATA_LOADER_BATCH_SIZE",
 }
@@ -202,6 +202,11 @@ def auto_keys(cfg: CN) -> list[str]:
 def get_cfg_defaults() -> CN:
     """A fresh, mutable copy of the defaults."""
     return _C.clone()
+
+
+def get_value(cfg: CN, dotted_key: str):
+    """The value of a dotted key such as ``"SOLVER.BASE_LR"``."""
+    return _get(cfg, dotted_key)
 
 
 def _get(cfg: CN, dotted_key: str):
@@ -301,7 +306,11 @@ def validate_cfg(cfg: CN) -> None:
         else "SAMPLER.INPUT_SIZE"
     )
     size = _get(cfg, size_key)
-    if cfg.MODEL.ARCHITECTURE == "PHD-Net" and not is_auto(size) and any(s % patch for s in _get(cfg, size_key)):
+    if (
+        cfg.MODEL.ARCHITECTURE == "PHD-Net"
+        and not is_auto(size)
+        and any(s % patch for s in _get(cfg, size_key))
+    ):
         raise ConfigError(
             f"{size_key} {list(_get(cfg, size_key))} must be divisible "
             f"by the PHD-Net patch size {patch} (2^MODEL.PHDNET.MAXPOOL_FACTOR)"
@@ -374,7 +383,7 @@ def validate_cfg(cfg: CN) -> None:
 
 def _validate_auto_keys(cfg: CN) -> None:
     """The "auto"-only keys, and the values "auto" keys may hold instead of "auto"."""
-    for key, auto_key in _AUTO_ONLY.items():
+    for key, auto_key in AUTO_ONLY_KEYS.items():
         if _get(cfg, key) != _get(_C, key) and not is_auto(_get(cfg, auto_key)):
             raise ConfigError(f'{key} is used only with {auto_key} "auto"')
     pixels = cfg.SAMPLER.MAX_INPUT_PIXELS
@@ -508,13 +517,14 @@ def load_cfg(cfg_file: str | Path | None = None, opts: list[str] | None = None) 
         ]
         _merge(cfg.merge_from_list, parsed, source="the command line")
     for key in auto:
-        _set(cfg, key, AUTO)
+        set_value(cfg, key, AUTO)
     validate_cfg(cfg)
     cfg.freeze()
     return cfg
 
 
-def _set(cfg: CN, dotted_key: str, value) -> None:
+def set_value(cfg: CN, dotted_key: str, value) -> None:
+    """Set a (mutable) config's ``dotted_key`` without yacs' type check (for "auto")."""
     *parents, last = dotted_key.split(".")
     node = cfg
     for part in parents:

@@ -1,6 +1,6 @@
 """LaNNU-Net: train and evaluate landmark localisation from a YAML config.
 
-python main.py --cfg configs/examples/demo.yaml [KEY VALUE ...]
+python main.py --cfg configs/examples/demo.yaml [--check-data | --print-config] [KEY VALUE ...]
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from config import load_cfg, unused_keys
+from config_auto import check_data, prepare_config
 from datasets.dataset_base import DatasetBase, read_dataset_json
 from inference.cross_validation import fold_numbers, summarise_cross_validation
 from inference.predictor import run_inference
@@ -27,6 +28,16 @@ logger = logging.getLogger("lannunet")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Train and evaluate landmark localisation.")
     parser.add_argument("--cfg", required=True, help="YAML file overriding config.py's defaults")
+    parser.add_argument(
+        "--check-data",
+        action="store_true",
+        help="read every sample once, report the dataset and its defects; exit 2 on errors",
+    )
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help='check the data, resolve the "auto" values, print the config, and stop',
+    )
     parser.add_argument(
         "opts",
         nargs=argparse.REMAINDER,
@@ -139,15 +150,24 @@ def run(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     setup_logging()  # console only until the run is known to be valid
     cfg = load_cfg(args.cfg, args.opts)
+    if args.check_data:
+        check_data(cfg)
+        return
+    cfg, plan = prepare_config(cfg)  # the data check, and concrete values for "auto" ones
+    if args.print_config:
+        for line in plan:
+            logger.info("%s", line)
+        sys.stdout.write(cfg.dump())
+        return
     if cfg.TRAINER.CROSS_VALIDATION:
         fold_numbers(cfg.DATASET.SRC_TARGETS)  # fail early on a missing folder
         build_trainer(cfg)  # and on unknown architecture or dataset class
-        start_run_logging(cfg, args)
+        start_run_logging(cfg, args, plan)
         cross_validate(cfg)
         return
     trainer = build_trainer(cfg)
     checkpoints = check_output_dir(trainer, cfg)
-    start_run_logging(cfg, args)
+    start_run_logging(cfg, args, plan)
     with open_tracker(cfg) as trainer.tracker:
         if cfg.INFERENCE.ENSEMBLE_INFERENCE:
             test_ensemble(trainer, cfg)
@@ -157,8 +177,9 @@ def run(argv: list[str] | None = None) -> None:
             train_and_test(trainer, cfg.MODEL.CHECKPOINT)
 
 
-def start_run_logging(cfg, args: argparse.Namespace) -> None:
-    """Log file and merged config in OUTPUT_DIR, once the run is known to be valid."""
+def start_run_logging(cfg, args: argparse.Namespace, plan: list[str]) -> None:
+    """Log file and merged config in OUTPUT_DIR, once the run is known to be valid; ``plan``:
+    the data summary and the "auto" values chosen (config_auto.prepare_config)."""
     output_dir = Path(cfg.OUTPUT.OUTPUT_DIR)
     output_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -173,6 +194,8 @@ def start_run_logging(cfg, args: argparse.Namespace) -> None:
         args.opts or "none",
         output_dir / config_name,
     )
+    for line in plan:
+        logger.info("%s", line)
     seed_everything(cfg.SOLVER.SEED)
     for key in unused_keys(cfg):
         logger.warning(

@@ -72,6 +72,14 @@ def write_json(path: Path, data) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def fingerprint_cache(tmp_path, monkeypatch):
+    """Dataset fingerprints (config_auto.cache_dir) are cached under tmp_path, not ~/.cache."""
+    cache = tmp_path / "fingerprint_cache"
+    monkeypatch.setenv("LANNUNET_CACHE_DIR", str(cache))
+    return cache
+
+
 @pytest.fixture
 def hand_dataset(tmp_path):
     """(json path, dataset root) of the hand dataset: 30x40 PNGs, three landmarks per sample;
