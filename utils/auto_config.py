@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from models.unet_classic import plan_unet_features
 from utils.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -41,41 +42,57 @@ def auto_input_size(
 
     The median image is scaled (never up, except to the smallest usable size) to at most
     ``max_pixels`` pixels, keeping its aspect ratio; each side is then rounded to a multiple of
-    ``multiple`` (PHD-Net's patch), or, given ``min_feature_resolution`` (U-Net), of the
-    largest power of two that keeps the coarsest feature map at least that big. Among the
-    roundings within the budget, the one closest to the median's aspect ratio and size wins
-    (cost |log aspect error| + 0.5 |log area error|).
+    ``multiple`` (PHD-Net's patch), or, given ``min_feature_resolution`` (U-Net), of 2^k for
+    the most halvings k that keep the coarsest feature map at least that big (or of 2^(k-1),
+    one level fewer, when that keeps the aspect ratio much better: a short side of a few
+    multiples rounds coarsely). Among the roundings within the budget, the one closest to the
+    median's aspect ratio and size wins: cost |log aspect error| + 0.5 |log area error|, plus
+    0.1 per U-Net level fewer than the best candidate's (models/unet_classic.plan_unet_features).
     """
     if (min_feature_resolution is None) == (multiple is None):
         raise ValueError("give either min_feature_resolution (U-Net) or multiple")
     height, width = float(median_size[0]), float(median_size[1])
     scale = min(1.0, math.sqrt(max_pixels / (height * width)))
     target_h, target_w = height * scale, width * scale
-    smallest = 8
-    if multiple is None:
-        smallest = max(8, 2 * min_feature_resolution)
-        multiple = unet_multiple(max(min(target_h, target_w), smallest), min_feature_resolution)
-    smallest = multiple * math.ceil(smallest / multiple)
     aspect, area = target_h / target_w, target_h * target_w
+    if multiple is not None:
+        steps, smallest = [multiple], 8
+    else:
+        smallest = max(8, 2 * min_feature_resolution)
+        finest = unet_multiple(max(min(target_h, target_w), smallest), min_feature_resolution)
+        steps = [finest, finest // 2] if finest >= 4 else [finest]
 
-    def options(target: float) -> set[int]:
-        low = math.floor(target / multiple) * multiple
-        return {max(smallest, n) for n in (low - multiple, low, low + multiple)}
+    def near(target: float, step: int, low_limit: int) -> set[int]:
+        low = math.floor(target / step) * step
+        return {max(low_limit, n) for n in (low - step, low, low + step, low + 2 * step)}
 
-    candidates = [
-        (h, w) for h in options(target_h) for w in options(target_w) if h * w <= max_pixels
-    ]
+    sizes = set()
+    for step in steps:
+        low_limit = step * math.ceil(smallest / step)
+        for h in near(target_h, step, low_limit):
+            sizes |= {(h, w) for w in near(target_w, step, low_limit) | near(h / aspect, step, 1)}
+        for w in near(target_w, step, low_limit):
+            sizes |= {(h, w) for h in near(w * aspect, step, low_limit)}
+    sizes = {(h, w) for h, w in sizes if h * w <= max_pixels and min(h, w) >= smallest}
+
+    def levels(size: tuple[int, int]) -> int:
+        if min_feature_resolution is None:
+            return 0
+        return len(plan_unet_features(size, min_feature_resolution, 1, 1)) - 1
+
+    most = max((levels(size) for size in sizes), default=0)
+    candidates = {
+        (h, w): abs(math.log(h / w / aspect))
+        + 0.5 * abs(math.log(h * w / area))
+        + 0.1 * (most - levels((h, w)))
+        for h, w in sizes
+    }
     if not candidates:
         raise ConfigError(
             f"SAMPLER.MAX_INPUT_PIXELS {max_pixels} is below the smallest input "
             f"{smallest} x {smallest} that the network can halve; raise it"
         )
-
-    def cost(size: tuple[int, int]) -> float:
-        h, w = size
-        return abs(math.log(h / w / aspect)) + 0.5 * abs(math.log(h * w / area))
-
-    return min(candidates, key=cost)
+    return min(candidates, key=lambda size: (candidates[size], -size[0] * size[1]))
 
 
 def auto_gauss_sigma(input_size: Sequence[int], supervised_levels: int) -> float:
