@@ -43,7 +43,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         nargs=argparse.REMAINDER,
         help="KEY VALUE pairs overriding the YAML, e.g. SOLVER.MAX_EPOCHS 10",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    for flag in ("--check-data", "--print-config"):  # also accepted after the KEY VALUE pairs
+        if flag in args.opts:
+            args.opts.remove(flag)
+            setattr(args, flag[2:].replace("-", "_"), True)
+    return args
 
 
 def evaluation_sets(trainer: ModelTrainerBase) -> tuple[DatasetBase, DatasetBase | None]:
@@ -154,10 +159,8 @@ def run(argv: list[str] | None = None) -> None:
         check_data(cfg)
         return
     cfg, plan = prepare_config(cfg)  # the data check, and concrete values for "auto" ones
-    if args.print_config:
-        for line in plan:
-            logger.info("%s", line)
-        sys.stdout.write(cfg.dump())
+    if args.print_config:  # valid YAML: the data summary and reasons as comments
+        sys.stdout.write("".join(f"# {line}\n" for line in plan) + cfg.dump())
         return
     if cfg.TRAINER.CROSS_VALIDATION:
         fold_numbers(cfg.DATASET.SRC_TARGETS)  # fail early on a missing folder
