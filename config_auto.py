@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from yacs.config import CfgNode
 
@@ -78,6 +79,13 @@ def _resolve_input_size(cfg: CfgNode, fingerprint: Fingerprint) -> tuple[list[in
         f"(aspect {size[0] / size[1]:.3f}, {size[0] * size[1]} pixels); every image is scaled "
         "per axis to this size"
     )
+    aspects = np.array([h / w for h, w in fingerprint.sizes]) / (size[0] / size[1])
+    stretched = int(np.sum(np.abs(np.log(aspects)) > np.log(1.1)))
+    if stretched:
+        reason += (
+            f"; {stretched} of {len(aspects)} images differ from its aspect by more than 10 % "
+            f"(up to {np.exp(np.abs(np.log(aspects)).max()):.2f}x) and are stretched"
+        )
     return list(size), reason
 
 

@@ -182,3 +182,12 @@ def test_check_data_reports_and_fails_on_errors(kites, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "duplicate id" in err and first_id in err
     assert not (tmp_path / "o").exists()
+
+
+def test_images_of_another_aspect_are_reported_as_stretched(kites, tmp_path):
+    cfg = load_cfg(DEMO_CFG, [*tiny_opts(kites, tmp_path / "out"), "SAMPLER.INPUT_SIZE", "auto"])
+    fingerprint = compute_fingerprint(kites / "demo.json", kites)
+    fingerprint.sizes = [[100, 200]] * 4 + [[200, 100]]  # one portrait among landscapes
+    resolved, choices = resolve_auto_config(cfg, fingerprint, torch.device("cpu"))
+    assert list(resolved.SAMPLER.INPUT_SIZE) == [96, 192]
+    assert "1 of 5 images differ from its aspect by more than 10 % (up to 4.00x)" in choices[0]
