@@ -12,6 +12,7 @@ from config_auto import resolve_auto_config
 from datasets.fingerprint import compute_fingerprint
 from datasets.synthetic import make_synthetic_dataset
 from tests.test_main import DEMO_CFG, run_main, tiny_opts
+from trainer.model_trainer_index import build_trainer
 from utils.checkpoints import load_checkpoint
 from utils.errors import ConfigError
 
@@ -191,3 +192,9 @@ def test_images_of_another_aspect_are_reported_as_stretched(kites, tmp_path):
     resolved, choices = resolve_auto_config(cfg, fingerprint, torch.device("cpu"))
     assert list(resolved.SAMPLER.INPUT_SIZE) == [96, 192]
     assert "1 of 5 images differ from its aspect by more than 10 % (up to 4.00x)" in choices[0]
+
+
+def test_a_trainer_refuses_unresolved_auto_values(kites, tmp_path):
+    cfg = load_cfg(DEMO_CFG, [*tiny_opts(kites, tmp_path / "out"), "MODEL.GAUSS_SIGMA", "auto"])
+    with pytest.raises(ConfigError, match="MODEL.GAUSS_SIGMA still 'auto'"):
+        build_trainer(cfg)

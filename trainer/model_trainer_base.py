@@ -124,6 +124,13 @@ class ModelTrainerBase(ABC):
         dataset_class: type[DatasetBase],
         label_generator_class: type[LabelGenerator],
     ) -> None:
+        from config import auto_keys  # here: the config module reads no trainer
+
+        if auto_keys(cfg):  # checkpoints and config.yaml must hold concrete values
+            raise ConfigError(
+                f"{', '.join(auto_keys(cfg))} still 'auto': resolve it with "
+                "config_auto.prepare_config (main.py does), or use a run's config.yaml"
+            )
         self.cfg = cfg  # kept for subclasses' own keys and for checkpoints; read below only
         self.architecture = cfg.MODEL.ARCHITECTURE
         self.dataset_class = dataset_class
