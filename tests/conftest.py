@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 from pathlib import Path
@@ -44,7 +45,7 @@ def hand_samples() -> dict:
         entry = {
             "id": sample_id,
             "image": f"img/{sample_id}.png",
-            "coordinates": HAND_COORDS.get(sample_id),
+            "coordinates": copy.deepcopy(HAND_COORDS.get(sample_id)),  # tests mutate theirs
         }
         entry.update(extra)
         return entry
