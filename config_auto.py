@@ -29,6 +29,7 @@ from config import (
 from datasets.dataset_base import annotation_path, resolve_annotation_file
 from datasets.dataset_index import get_dataset_class
 from datasets.fingerprint import Fingerprint, cached_fingerprint, format_report, raise_on_errors
+from inference.cross_validation import fold_numbers
 from models.unet_classic import plan_unet_features
 from trainer.model_trainer_base import resolve_device
 from utils.auto_config import (
@@ -217,8 +218,6 @@ def resolve_auto_config(
 def annotation_files(cfg: CfgNode) -> list[Path]:
     """The dataset JSON(s) of a run: every fold's with TRAINER.CROSS_VALIDATION, else the one of
     TRAINER.FOLD; the dataset class prepares its data first (the demo generates itself)."""
-    from inference.cross_validation import fold_numbers  # not needed to resolve a config
-
     dataset_class = get_dataset_class(cfg.DATASET.DATASET_CLASS)
     folds = (
         fold_numbers(cfg.DATASET.SRC_TARGETS)
