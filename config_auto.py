@@ -1,6 +1,7 @@
 """Resolve the config's "auto" values from the dataset fingerprint and the device.
 
-main.py calls :func:`resolve_auto_config` after the data check and before the trainer is built,
+main.py calls :func:`prepare_config`: the data check (cached), then :func:`resolve_auto_config`
+before the trainer is built,
 so the trainer, ``OUTPUT_DIR/config.yaml`` and every checkpoint see concrete numbers, and a run
 repeats exactly from its config.yaml. The rules themselves are in utils/auto_config.py.
 """
@@ -80,6 +81,15 @@ def _resolve_input_size(cfg: CfgNode, fingerprint: Fingerprint) -> tuple[list[in
         f"(aspect {size[0] / size[1]:.3f}, {size[0] * size[1]} pixels); every image is scaled "
         "per axis to this size"
     )
+    patch = [int(s) for s in cfg.SAMPLER.PATCH.SAMPLE_PATCH_SIZE]
+    if cfg.SAMPLER.SAMPLE_MODE == "patch_bias" and any(
+        p > s for p, s in zip(patch, size, strict=True)
+    ):
+        raise ConfigError(
+            f'SAMPLER.INPUT_SIZE "auto" chose {list(size)}, smaller than the patches '
+            f"SAMPLER.PATCH.SAMPLE_PATCH_SIZE {patch}: raise SAMPLER.MAX_INPUT_PIXELS or "
+            "give smaller patches"
+        )
     aspects = np.array([h / w for h, w in fingerprint.sizes]) / (size[0] / size[1])
     stretched = int(np.sum(np.abs(np.log(aspects)) > np.log(1.1)))
     if stretched:

@@ -198,3 +198,23 @@ def test_a_trainer_refuses_unresolved_auto_values(kites, tmp_path):
     cfg = load_cfg(DEMO_CFG, [*tiny_opts(kites, tmp_path / "out"), "MODEL.GAUSS_SIGMA", "auto"])
     with pytest.raises(ConfigError, match="MODEL.GAUSS_SIGMA still 'auto'"):
         build_trainer(cfg)
+
+
+def test_auto_size_smaller_than_the_patches_is_refused(kites, tmp_path):
+    opts = [
+        *tiny_opts(kites, tmp_path / "out"),
+        "SAMPLER.INPUT_SIZE",
+        "auto",
+        "SAMPLER.MAX_INPUT_PIXELS",
+        "1600",
+        "SAMPLER.SAMPLE_MODE",
+        "patch_bias",
+        "SAMPLER.PATCH.RESOLUTION_TO_SAMPLE_FROM",
+        "input_size",
+        "SAMPLER.PATCH.SAMPLE_PATCH_SIZE",
+        "[32, 48]",
+    ]
+    cfg = load_cfg(DEMO_CFG, opts)
+    fingerprint = compute_fingerprint(kites / "demo.json", kites)
+    with pytest.raises(ConfigError, match=r"chose \[32, 40\], smaller than the patches"):
+        resolve_auto_config(cfg, fingerprint, torch.device("cpu"))
