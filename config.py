@@ -306,13 +306,9 @@ def validate_cfg(cfg: CN) -> None:
         else "SAMPLER.INPUT_SIZE"
     )
     size = _get(cfg, size_key)
-    if (
-        cfg.MODEL.ARCHITECTURE == "PHD-Net"
-        and not is_auto(size)
-        and any(s % patch for s in _get(cfg, size_key))
-    ):
+    if cfg.MODEL.ARCHITECTURE == "PHD-Net" and not is_auto(size) and any(s % patch for s in size):
         raise ConfigError(
-            f"{size_key} {list(_get(cfg, size_key))} must be divisible "
+            f"{size_key} {list(size)} must be divisible "
             f"by the PHD-Net patch size {patch} (2^MODEL.PHDNET.MAXPOOL_FACTOR)"
         )
     clamp = cfg.MODEL.PHDNET.CLAMP_DIST
@@ -504,17 +500,7 @@ def load_cfg(cfg_file: str | Path | None = None, opts: list[str] | None = None) 
         _coerce_numbers(cfg, overrides)
         _merge(cfg.merge_from_other_cfg, overrides, source=str(path))
     if opts:
-        parsed = _parse_opts(cfg, list(opts))
-        for key, value in zip(parsed[0::2], parsed[1::2], strict=True):
-            auto.discard(key)  # the command line wins over the YAML, either way
-            if is_auto(value) and key in AUTO_KEYS:
-                auto.add(key)
-        parsed = [
-            item
-            for pair in zip(parsed[0::2], parsed[1::2], strict=True)
-            if not (is_auto(pair[1]) and pair[0] in AUTO_KEYS)
-            for item in pair
-        ]
+        parsed = _take_auto_opts(_parse_opts(cfg, list(opts)), auto)
         _merge(cfg.merge_from_list, parsed, source="the command line")
     for key in auto:
         set_value(cfg, key, AUTO)
@@ -542,6 +528,19 @@ def _take_auto(overrides: CN, prefix: str = "") -> set[str]:
             del overrides[key]
             taken.add(f"{prefix}{key}")
     return taken
+
+
+def _take_auto_opts(parsed: list, auto: set[str]) -> list:
+    """Move the "auto" values of AUTO_KEYS from parsed ``[KEY, value, ...]`` into ``auto`` and
+    return the other pairs; a key given here leaves ``auto`` otherwise (the command line wins)."""
+    rest = []
+    for key, value in zip(parsed[0::2], parsed[1::2], strict=True):
+        auto.discard(key)
+        if is_auto(value) and key in AUTO_KEYS:
+            auto.add(key)
+        else:
+            rest += [key, value]
+    return rest
 
 
 def _merge(merge_fn, overrides, source: str) -> None:

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 from yacs.config import CfgNode
 
+from config import auto_keys
 from datasets.dataset_base import DatasetBase, annotation_path, resolve_annotation_file
 from datasets.patch_sampling import PatchSampler
 from datasets.sampling import SeededEpochSampler
@@ -124,8 +125,6 @@ class ModelTrainerBase(ABC):
         dataset_class: type[DatasetBase],
         label_generator_class: type[LabelGenerator],
     ) -> None:
-        from config import auto_keys  # here: the config module reads no trainer
-
         if auto_keys(cfg):  # checkpoints and config.yaml must hold concrete values
             raise ConfigError(
                 f"{', '.join(auto_keys(cfg))} still 'auto': resolve it with "
