@@ -32,10 +32,11 @@ _C.DATASET.PIXEL_SIZE = []  # [x, y] mm per pixel for every image; [] = unknown 
 # ----------------------------------------------------------------------------------------------
 _C.SAMPLER = CN()
 _C.SAMPLER.DEBUG = False  # save PNGs of a few augmented training samples with their targets
-_C.SAMPLER.INPUT_SIZE = [512, 512]  # [height, width] every image is resized to
+_C.SAMPLER.INPUT_SIZE = [512, 512]  # [height, width] every image is resized to; "auto": planned
+_C.SAMPLER.MAX_INPUT_PIXELS = 512 * 512  # pixel budget (height * width) of INPUT_SIZE "auto"
 _C.SAMPLER.DATA_AUG = "AffineComplex"  # augmentation scheme (transforms/dataloader_transforms.py)
 _C.SAMPLER.DATA_AUG_PACKAGE = "albumentations"  # "albumentations" or "imgaug" (needs numpy < 2)
-_C.SAMPLER.NUM_WORKERS = 0  # data loader worker processes; 0 = load in the main process
+_C.SAMPLER.NUM_WORKERS = 0  # data loader workers; 0 = the main process; "auto": from CPUs
 _C.SAMPLER.SAMPLE_MODE = "full"  # "full" (whole resized image) or "patch_bias" (SAMPLER.PATCH)
 
 _C.SAMPLER.PATCH = CN()
@@ -56,7 +57,8 @@ _C.SOLVER.WARMUP_EPOCHS = 1  # epochs of linear learning-rate warm-up before the
 _C.SOLVER.DECAY_POLICY = "poly"  # "poly": lr * (1 - epoch / MAX_EPOCHS)^0.9; None = constant
 _C.SOLVER.MAX_EPOCHS = 1000  # number of training epochs
 _C.SOLVER.MINI_BATCH_SIZE = 150  # mini-batches per epoch
-_C.SOLVER.DATA_LOADER_BATCH_SIZE = 12  # samples per mini-batch
+_C.SOLVER.DATA_LOADER_BATCH_SIZE = 12  # samples per mini-batch; "auto": measured (CUDA)
+_C.SOLVER.MAX_AUTO_BATCH_SIZE = 32  # largest batch DATA_LOADER_BATCH_SIZE "auto" may choose
 _C.SOLVER.DEEP_SUPERVISION = True  # also supervise the coarser decoder levels
 _C.SOLVER.NUM_RES_SUPERVISIONS = 5  # how many decoder levels (finest first) get a loss
 _C.SOLVER.AUTO_MIXED_PRECISION = True  # float16 autocast + grad scaler (CUDA only)
@@ -79,7 +81,7 @@ _C.TRAINER.AUTO_RESUME = False  # resume from OUTPUT_DIR's model_latest if prese
 # ----------------------------------------------------------------------------------------------
 _C.MODEL = CN()
 _C.MODEL.ARCHITECTURE = "U-Net"  # key in trainer/model_trainer_index.py
-_C.MODEL.GAUSS_SIGMA = 4.0  # target Gaussian sigma: input pixels (U-Net), patches (PHD-Net)
+_C.MODEL.GAUSS_SIGMA = 4.0  # target sigma: input pixels (U-Net), patches (PHD-Net); or "auto"
 _C.MODEL.HM_LAMBDA_SCALE = 100.0  # peak value of the target heatmaps (background is 0)
 _C.MODEL.CHECKPOINT = None  # checkpoint to resume training from, or to predict with
 
@@ -165,9 +167,40 @@ _CHOICES = {
 }
 
 
+# Keys that accept the string "auto": main.py resolves them from the data and the device
+# (config_auto.py) before the trainer is built, so config.yaml and checkpoints hold numbers.
+AUTO = "auto"
+AUTO_KEYS = (
+    "SAMPLER.INPUT_SIZE",
+    "SAMPLER.NUM_WORKERS",
+    "SOLVER.DATA_LOADER_BATCH_SIZE",
+    "MODEL.GAUSS_SIGMA",
+)
+# Keys read only while another key is "auto": a non-default value is refused otherwise.
+AUTO_ONLY_KEYS = {
+    "SAMPLER.MAX_INPUT_PIXELS": "SAMPLER.INPUT_SIZE",
+    "SOLVER.MAX_AUTO_BATCH_SIZE": "SOLVER.DATA_LOADER_BATCH_SIZE",
+}
+
+
+def is_auto(value) -> bool:
+    """Whether a config value asks to be chosen automatically."""
+    return isinstance(value, str) and value == AUTO
+
+
+def auto_keys(cfg: CN) -> list[str]:
+    """The keys of ``cfg`` that are still "auto"."""
+    return [key for key in AUTO_KEYS if is_auto(_get(cfg, key))]
+
+
 def get_cfg_defaults() -> CN:
     """A fresh, mutable copy of the defaults."""
     return _C.clone()
+
+
+def get_value(cfg: CN, dotted_key: str):
+    """The value of a dotted key such as ``"SOLVER.BASE_LR"``."""
+    return _get(cfg, dotted_key)
 
 
 def _get(cfg: CN, dotted_key: str):
@@ -220,8 +253,11 @@ def validate_cfg(cfg: CN) -> None:
     for key, choices in _CHOICES.items():
         if _get(cfg, key) not in choices:
             raise ConfigError(f"{key} = {_get(cfg, key)!r}; choose one of {list(choices)}")
+    _validate_auto_keys(cfg)
     for key in ("SAMPLER.INPUT_SIZE", "SAMPLER.PATCH.SAMPLE_PATCH_SIZE"):
         size = _get(cfg, key)
+        if is_auto(size):
+            continue
         if len(size) != 2 or not all(_is_number(s) and int(s) == s >= 8 for s in size):
             raise ConfigError(f"{key} = {size}; give [height, width], each >= 8")
     _validate_patch_keys(cfg)
@@ -238,6 +274,8 @@ def validate_cfg(cfg: CN) -> None:
     if not all(isinstance(p, str) for p in cfg.INFERENCE.ENSEMBLE_CHECKPOINTS):
         raise ConfigError("INFERENCE.ENSEMBLE_CHECKPOINTS must be a list of file paths")
     for key in ("SOLVER.MAX_EPOCHS", "SOLVER.MINI_BATCH_SIZE", "SOLVER.DATA_LOADER_BATCH_SIZE"):
+        if is_auto(_get(cfg, key)):
+            continue
         if not isinstance(_get(cfg, key), int) or _get(cfg, key) < 1:
             raise ConfigError(f"{key} = {_get(cfg, key)}; it must be at least 1")
     if cfg.TRAINER.EARLY_STOP_PATIENCE < 1:
@@ -254,9 +292,10 @@ def validate_cfg(cfg: CN) -> None:
         if cfg.SAMPLER.SAMPLE_MODE == "patch_bias"
         else "SAMPLER.INPUT_SIZE"
     )
-    if cfg.MODEL.ARCHITECTURE == "PHD-Net" and any(s % patch for s in _get(cfg, size_key)):
+    size = _get(cfg, size_key)
+    if cfg.MODEL.ARCHITECTURE == "PHD-Net" and not is_auto(size) and any(s % patch for s in size):
         raise ConfigError(
-            f"{size_key} {list(_get(cfg, size_key))} must be divisible "
+            f"{size_key} {list(size)} must be divisible "
             f"by the PHD-Net patch size {patch} (2^MODEL.PHDNET.MAXPOOL_FACTOR)"
         )
     clamp = cfg.MODEL.PHDNET.CLAMP_DIST
@@ -267,7 +306,7 @@ def validate_cfg(cfg: CN) -> None:
         raise ConfigError("SOLVER.REGRESS_SIGMA_LOSS_WEIGHT is used only with REGRESS_SIGMA True")
     if weight < 0:
         raise ConfigError(f"SOLVER.REGRESS_SIGMA_LOSS_WEIGHT = {weight}; it must be >= 0")
-    if cfg.MODEL.GAUSS_SIGMA <= 0:
+    if not is_auto(cfg.MODEL.GAUSS_SIGMA) and cfg.MODEL.GAUSS_SIGMA <= 0:
         raise ConfigError(f"MODEL.GAUSS_SIGMA = {cfg.MODEL.GAUSS_SIGMA}; it must be > 0")
     if not isinstance(cfg.TRAINER.FOLD, int) or cfg.TRAINER.FOLD < -1:
         raise ConfigError(f"TRAINER.FOLD = {cfg.TRAINER.FOLD!r}; give -1 or a fold number >= 0")
@@ -335,6 +374,33 @@ def validate_cfg(cfg: CN) -> None:
     thresholds = cfg.INFERENCE.SDR_THRESHOLDS
     if not thresholds or not all(_is_number(t) and t > 0 for t in thresholds):
         raise ConfigError("INFERENCE.SDR_THRESHOLDS must be a non-empty list of radii > 0")
+
+
+def _validate_auto_keys(cfg: CN) -> None:
+    """The "auto"-only keys, and the values "auto" keys may hold instead of "auto"."""
+    for key, auto_key in AUTO_ONLY_KEYS.items():
+        if _get(cfg, key) != _get(_C, key) and not is_auto(_get(cfg, auto_key)):
+            raise ConfigError(f'{key} is used only with {auto_key} "auto"')
+    pixels = cfg.SAMPLER.MAX_INPUT_PIXELS
+    if not isinstance(pixels, int) or isinstance(pixels, bool) or pixels < 64:
+        raise ConfigError(f"SAMPLER.MAX_INPUT_PIXELS = {pixels!r}; give a pixel count >= 64")
+    cap = cfg.SOLVER.MAX_AUTO_BATCH_SIZE
+    if not isinstance(cap, int) or isinstance(cap, bool) or cap < 1:
+        raise ConfigError(f"SOLVER.MAX_AUTO_BATCH_SIZE = {cap!r}; it must be at least 1")
+    workers = cfg.SAMPLER.NUM_WORKERS
+    if not is_auto(workers) and (
+        not isinstance(workers, int) or isinstance(workers, bool) or workers < 0
+    ):
+        raise ConfigError(f'SAMPLER.NUM_WORKERS = {workers!r}; give 0, 1, ... or "auto"')
+    full_resolution = (
+        cfg.SAMPLER.SAMPLE_MODE == "patch_bias"
+        and cfg.SAMPLER.PATCH.RESOLUTION_TO_SAMPLE_FROM == "full"
+    )
+    if is_auto(cfg.SAMPLER.INPUT_SIZE) and full_resolution:
+        raise ConfigError(
+            'SAMPLER.INPUT_SIZE "auto" is not used: patches are sampled from full-resolution '
+            "images (SAMPLER.PATCH.RESOLUTION_TO_SAMPLE_FROM full)"
+        )
 
 
 def _validate_patch_keys(cfg: CN) -> None:
@@ -416,6 +482,7 @@ def load_cfg(cfg_file: str | Path | None = None, opts: list[str] | None = None) 
     an unknown key, a value of the wrong type, or an option that cannot be honoured.
     """
     cfg = get_cfg_defaults()
+    auto: set[str] = set()  # keys set to "auto"; yacs would refuse a string for a list or number
     if cfg_file is not None:
         path = Path(cfg_file)
         if not path.is_file():
@@ -428,13 +495,51 @@ def load_cfg(cfg_file: str | Path | None = None, opts: list[str] | None = None) 
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path} must hold a mapping of config sections")
         overrides = CN(loaded)
+        auto |= _take_auto(overrides)
         _coerce_numbers(cfg, overrides)
         _merge(cfg.merge_from_other_cfg, overrides, source=str(path))
     if opts:
-        _merge(cfg.merge_from_list, _parse_opts(cfg, list(opts)), source="the command line")
+        parsed = _take_auto_opts(_parse_opts(cfg, list(opts)), auto)
+        _merge(cfg.merge_from_list, parsed, source="the command line")
+    for key in auto:
+        set_value(cfg, key, AUTO)
     validate_cfg(cfg)
     cfg.freeze()
     return cfg
+
+
+def set_value(cfg: CN, dotted_key: str, value) -> None:
+    """Set a (mutable) config's ``dotted_key`` without yacs' type check (for "auto")."""
+    *parents, last = dotted_key.split(".")
+    node = cfg
+    for part in parents:
+        node = node[part]
+    node[last] = value
+
+
+def _take_auto(overrides: CN, prefix: str = "") -> set[str]:
+    """Remove the "auto" values of AUTO_KEYS from a YAML's overrides; return their keys."""
+    taken = set()
+    for key, value in list(overrides.items()):
+        if isinstance(value, CN):
+            taken |= _take_auto(value, f"{prefix}{key}.")
+        elif is_auto(value) and f"{prefix}{key}" in AUTO_KEYS:
+            del overrides[key]
+            taken.add(f"{prefix}{key}")
+    return taken
+
+
+def _take_auto_opts(parsed: list, auto: set[str]) -> list:
+    """Move the "auto" values of AUTO_KEYS from parsed ``[KEY, value, ...]`` into ``auto`` and
+    return the other pairs; a key given here leaves ``auto`` otherwise (the command line wins)."""
+    rest = []
+    for key, value in zip(parsed[0::2], parsed[1::2], strict=True):
+        auto.discard(key)
+        if is_auto(value) and key in AUTO_KEYS:
+            auto.add(key)
+        else:
+            rest += [key, value]
+    return rest
 
 
 def _merge(merge_fn, overrides, source: str) -> None:

@@ -1,6 +1,6 @@
 """LaNNU-Net: train and evaluate landmark localisation from a YAML config.
 
-python main.py --cfg configs/examples/demo.yaml [KEY VALUE ...]
+python main.py --cfg configs/examples/demo.yaml [--check-data | --print-config] [KEY VALUE ...]
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from config import load_cfg, unused_keys
+from config import is_auto, load_cfg, unused_keys
+from config_auto import check_data, prepare_config
 from datasets.dataset_base import DatasetBase, read_dataset_json
 from inference.cross_validation import fold_numbers, summarise_cross_validation
 from inference.predictor import run_inference
@@ -30,11 +31,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Train and evaluate landmark localisation.")
     parser.add_argument("--cfg", required=True, help="YAML file overriding config.py's defaults")
     parser.add_argument(
+        "--check-data",
+        action="store_true",
+        help="read every sample once, report the dataset and its defects; exit 2 on errors",
+    )
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help='check the data, resolve the "auto" values, print the config, and stop',
+    )
+    parser.add_argument(
         "opts",
         nargs=argparse.REMAINDER,
         help="KEY VALUE pairs overriding the YAML, e.g. SOLVER.MAX_EPOCHS 10",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    for flag in ("--check-data", "--print-config"):  # also accepted after the KEY VALUE pairs
+        if flag in args.opts:
+            args.opts.remove(flag)
+            setattr(args, flag[2:].replace("-", "_"), True)
+    return args
 
 
 def evaluation_sets(trainer: ModelTrainerBase) -> tuple[DatasetBase, DatasetBase | None]:
@@ -144,22 +160,34 @@ def run(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     setup_logging()  # console only until the run is known to be valid
     cfg = load_cfg(args.cfg, args.opts)
+    if args.check_data:
+        check_data(cfg)
+        return
     group = init_distributed(cfg.TRAINER.DEVICE)  # torchrun's ranks, or one process
     if group.distributed and (cfg.TRAINER.CROSS_VALIDATION or cfg.TRAINER.INFERENCE_ONLY):
         raise ConfigError(
             "torchrun trains one model: run TRAINER.CROSS_VALIDATION as a job array "
             "(scripts/scripts_bess/submit_folds.py) and TRAINER.INFERENCE_ONLY on one process"
         )
+    if group.distributed and is_auto(cfg.SOLVER.DATA_LOADER_BATCH_SIZE):
+        raise ConfigError(  # each rank would measure its own and they could disagree
+            "SOLVER.DATA_LOADER_BATCH_SIZE auto is measured on one GPU: find it with "
+            "scripts/check_auto_batch_size.py and set the number under torchrun"
+        )
+    cfg, plan = prepare_config(cfg)  # the data check, and concrete values for "auto" ones
+    if args.print_config:  # valid YAML: the data summary and reasons as comments
+        sys.stdout.write("".join(f"# {line}\n" for line in plan) + cfg.dump())
+        return
     if cfg.TRAINER.CROSS_VALIDATION:
         fold_numbers(cfg.DATASET.SRC_TARGETS)  # fail early on a missing folder
         build_trainer(cfg)  # and on unknown architecture or dataset class
-        start_run_logging(cfg, args)
+        start_run_logging(cfg, args, plan)
         cross_validate(cfg)
         return
     trainer = build_trainer(cfg)
     checkpoints = check_output_dir(trainer, cfg)
     if group.is_main:  # one log file and config.yaml; the other ranks log warnings only
-        start_run_logging(cfg, args)
+        start_run_logging(cfg, args, plan)
     else:
         logging.getLogger().setLevel(logging.WARNING)
         seed_everything(cfg.SOLVER.SEED)  # every rank builds the same initial network
@@ -175,8 +203,9 @@ def run(argv: list[str] | None = None) -> None:
             train_and_test(trainer, cfg.MODEL.CHECKPOINT)
 
 
-def start_run_logging(cfg, args: argparse.Namespace) -> None:
-    """Log file and merged config in OUTPUT_DIR, once the run is known to be valid."""
+def start_run_logging(cfg, args: argparse.Namespace, plan: list[str]) -> None:
+    """Log file and merged config in OUTPUT_DIR, once the run is known to be valid; ``plan``:
+    the data summary and the "auto" values chosen (config_auto.prepare_config)."""
     output_dir = Path(cfg.OUTPUT.OUTPUT_DIR)
     output_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -191,6 +220,8 @@ def start_run_logging(cfg, args: argparse.Namespace) -> None:
         args.opts or "none",
         output_dir / config_name,
     )
+    for line in plan:
+        logger.info("%s", line)
     seed_everything(cfg.SOLVER.SEED)
     for key in unused_keys(cfg):
         logger.warning(

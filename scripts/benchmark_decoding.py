@@ -20,6 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from config import load_cfg  # noqa: E402
+from config_auto import prepare_config  # noqa: E402
 from datasets.dataset_index import get_dataset_class  # noqa: E402
 from inference.decoding import DECODERS, heatmap_to_coords  # noqa: E402
 from trainer.model_trainer_index import get_trainer_class  # noqa: E402
@@ -38,6 +39,7 @@ def main() -> None:
     results = []
     for tta in (False, True):
         cfg = load_cfg(args.cfg, [*args.opts, "INFERENCE.TTA_FLIP", str(tta)])
+        cfg, _ = prepare_config(cfg)  # the data check, and numbers for any "auto" values
         trainer = get_trainer_class(cfg.MODEL.ARCHITECTURE)(
             cfg,
             get_dataset_class(cfg.DATASET.DATASET_CLASS),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 from pathlib import Path
@@ -49,7 +50,7 @@ def hand_samples() -> dict:
         entry = {
             "id": sample_id,
             "image": f"img/{sample_id}.png",
-            "coordinates": HAND_COORDS.get(sample_id),
+            "coordinates": copy.deepcopy(HAND_COORDS.get(sample_id)),  # tests mutate theirs
         }
         entry.update(extra)
         return entry
@@ -75,6 +76,14 @@ def write_json(path: Path, data) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data))
     return path
+
+
+@pytest.fixture(autouse=True)
+def fingerprint_cache(tmp_path, monkeypatch):
+    """Dataset fingerprints (config_auto.cache_dir) are cached under tmp_path, not ~/.cache."""
+    cache = tmp_path / "fingerprint_cache"
+    monkeypatch.setenv("LANNUNET_CACHE_DIR", str(cache))
+    return cache
 
 
 @pytest.fixture

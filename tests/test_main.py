@@ -421,8 +421,10 @@ def test_checkpoint_must_match_landmarks_and_input_size(tiny_data, tmp_path, cap
     assert code == 2 and "INPUT_SIZE" in err and "model_best.model" in err
 
 
-def test_error_in_a_loader_worker_is_still_one_line(tmp_path, capsys):
+def test_error_in_a_loader_worker_is_still_one_line(tmp_path, capsys, monkeypatch):
     root = write_bad_dataset(tmp_path / "data", corrupt_image)
+    # Without the data check, which would name the corrupt image before any worker starts.
+    monkeypatch.setattr(main, "prepare_config", lambda cfg: (cfg, []))
     code, err = run_main(
         [
             "--cfg",

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 from yacs.config import CfgNode
 
+from config import auto_keys
 from datasets.dataset_base import DatasetBase, annotation_path, resolve_annotation_file
 from datasets.patch_sampling import PatchSampler
 from datasets.sampling import SeededEpochSampler
@@ -136,6 +137,11 @@ class ModelTrainerBase(ABC):
         dataset_class: type[DatasetBase],
         label_generator_class: type[LabelGenerator],
     ) -> None:
+        if auto_keys(cfg):  # checkpoints and config.yaml must hold concrete values
+            raise ConfigError(
+                f"{', '.join(auto_keys(cfg))} still 'auto': resolve it with "
+                "config_auto.prepare_config (main.py does), or use a run's config.yaml"
+            )
         self.cfg = cfg  # kept for subclasses' own keys and for checkpoints; read below only
         self.architecture = cfg.MODEL.ARCHITECTURE
         self.dataset_class = dataset_class
@@ -200,7 +206,7 @@ class ModelTrainerBase(ABC):
         self.tracker = Tracker()  # does nothing; main.py attaches Comet / TensorBoard (tracking/)
 
         self.network: torch.nn.Module | None = None
-        self.train_network: torch.nn.Module | None = None  # set by train(); DDP under torchrun
+        self.train_network: torch.nn.Module | None = None  # the network, or its DDP wrapper
         self.label_generator: LabelGenerator | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.loss: torch.nn.Module | None = None
@@ -394,6 +400,7 @@ class ModelTrainerBase(ABC):
         self.landmark_ids = self.landmarks or list(range(num_landmarks))
         self.initialize_network()
         self.network.to(self.device)
+        self.train_network = self.network  # train() wraps it in DDP under torchrun
         self.initialize_label_generator()
         self.initialize_optimizer_and_scheduler()
         self.initialize_loss_function()

@@ -1,0 +1,296 @@
+"""Resolve the config's "auto" values from the dataset fingerprint and the device.
+
+main.py calls :func:`prepare_config`: the data check (cached), then :func:`resolve_auto_config`
+before the trainer is built,
+so the trainer, ``OUTPUT_DIR/config.yaml`` and every checkpoint see concrete numbers, and a run
+repeats exactly from its config.yaml. The rules themselves are in utils/auto_config.py.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from yacs.config import CfgNode
+
+from config import (
+    AUTO_ONLY_KEYS,
+    auto_keys,
+    get_cfg_defaults,
+    get_value,
+    is_auto,
+    set_value,
+    validate_cfg,
+)
+from datasets.dataset_base import annotation_path, resolve_annotation_file
+from datasets.dataset_index import get_dataset_class
+from datasets.fingerprint import Fingerprint, cached_fingerprint, format_report, raise_on_errors
+from inference.cross_validation import fold_numbers
+from models.unet_classic import plan_unet_features
+from trainer.model_trainer_base import resolve_device
+from utils.auto_config import (
+    GPU_MEMORY_HEADROOM,
+    auto_gauss_sigma,
+    auto_input_size,
+    auto_num_workers,
+    cpu_batch_size,
+    search_batch_size,
+)
+from utils.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+# probe(batch size) -> peak bytes (or torch.cuda.OutOfMemoryError), and the memory limit.
+BatchProbe = tuple[Callable[[int], int], int]
+
+
+def available_cpus() -> int:
+    """CPU cores this process may run on (the affinity mask, e.g. a Slurm allocation)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def _network_input_size(cfg: CfgNode) -> tuple[int, int]:
+    if cfg.SAMPLER.SAMPLE_MODE == "patch_bias":
+        return tuple(int(s) for s in cfg.SAMPLER.PATCH.SAMPLE_PATCH_SIZE)
+    return tuple(int(s) for s in cfg.SAMPLER.INPUT_SIZE)
+
+
+def _resolve_input_size(cfg: CfgNode, fingerprint: Fingerprint) -> tuple[list[int], str]:
+    median = fingerprint.median_size()
+    budget = int(cfg.SAMPLER.MAX_INPUT_PIXELS)
+    if cfg.MODEL.ARCHITECTURE == "U-Net":
+        size = auto_input_size(median, budget, int(cfg.MODEL.UNET.MIN_FEATURE_RESOLUTION))
+    elif cfg.MODEL.ARCHITECTURE == "PHD-Net":
+        size = auto_input_size(median, budget, multiple=2**cfg.MODEL.PHDNET.MAXPOOL_FACTOR)
+    else:
+        raise ConfigError(
+            f'SAMPLER.INPUT_SIZE "auto" knows the U-Net and PHD-Net down-sampling, not '
+            f"MODEL.ARCHITECTURE {cfg.MODEL.ARCHITECTURE!r}; give [height, width]"
+        )
+    reason = (
+        f"median image {median[0]:g} x {median[1]:g} (aspect H/W "
+        f"{fingerprint.median_aspect():.3f}), at most {budget} pixels: {size[0]} x {size[1]} "
+        f"(aspect {size[0] / size[1]:.3f}, {size[0] * size[1]} pixels); every image is scaled "
+        "per axis to this size"
+    )
+    patch = [int(s) for s in cfg.SAMPLER.PATCH.SAMPLE_PATCH_SIZE]
+    if cfg.SAMPLER.SAMPLE_MODE == "patch_bias" and any(
+        p > s for p, s in zip(patch, size, strict=True)
+    ):
+        raise ConfigError(
+            f'SAMPLER.INPUT_SIZE "auto" chose {list(size)}, smaller than the patches '
+            f"SAMPLER.PATCH.SAMPLE_PATCH_SIZE {patch}: raise SAMPLER.MAX_INPUT_PIXELS or "
+            "give smaller patches"
+        )
+    aspects = np.array([h / w for h, w in fingerprint.sizes]) / (size[0] / size[1])
+    stretched = int(np.sum(np.abs(np.log(aspects)) > np.log(1.1)))
+    if stretched:
+        reason += (
+            f"; {stretched} of {len(aspects)} images differ from its aspect by more than 10 % "
+            f"(up to {np.exp(np.abs(np.log(aspects)).max()):.2f}x) and are stretched"
+        )
+    return list(size), reason
+
+
+def _supervised_levels(cfg: CfgNode) -> int:
+    """How many U-Net decoder levels get a loss (as trainer/model_trainer_unet.py plans it)."""
+    unet = cfg.MODEL.UNET
+    try:
+        features = plan_unet_features(
+            _network_input_size(cfg),
+            int(unet.MIN_FEATURE_RESOLUTION),
+            int(unet.INIT_FEATURES),
+            int(unet.MAX_FEATURES),
+        )
+    except ValueError as err:
+        raise ConfigError(f"SAMPLER.INPUT_SIZE: {err}") from None
+    if not cfg.SOLVER.DEEP_SUPERVISION:
+        return 1
+    return min(int(cfg.SOLVER.NUM_RES_SUPERVISIONS), len(features) - 1)
+
+
+def _resolve_sigma(cfg: CfgNode, fingerprint: Fingerprint) -> tuple[float, str]:
+    if cfg.MODEL.ARCHITECTURE == "PHD-Net":
+        return 1.0, "PHD-Net: one patch, the Gaussian the patch-grid targets were designed for"
+    if cfg.MODEL.ARCHITECTURE != "U-Net":
+        raise ConfigError(
+            f'MODEL.GAUSS_SIGMA "auto" is planned for the U-Net and PHD-Net, not '
+            f"{cfg.MODEL.ARCHITECTURE!r}; give a number"
+        )
+    levels = _supervised_levels(cfg)
+    size = _network_input_size(cfg)
+    sigma = auto_gauss_sigma(size, levels)
+    reason = f"{levels} supervised level(s) of input {list(size)}: sigma / 2^{levels - 1} = " + (
+        f"{sigma / 2 ** (levels - 1):g} px at the coarsest"
+    )
+    if cfg.SAMPLER.SAMPLE_MODE == "full" or cfg.SAMPLER.PATCH.RESOLUTION_TO_SAMPLE_FROM != "full":
+        median_h, median_w = fingerprint.median_size()
+        input_h, input_w = (int(s) for s in cfg.SAMPLER.INPUT_SIZE)
+        reason += (
+            f"; {sigma * median_w / input_w:.1f} x {sigma * median_h / input_h:.1f} "
+            "original px (x, y)"
+        )
+    return sigma, reason
+
+
+def _resolve_batch_size(
+    cfg: CfgNode, device: torch.device, num_landmarks: int, probe: BatchProbe | None
+) -> tuple[int, str]:
+    cap = int(cfg.SOLVER.MAX_AUTO_BATCH_SIZE)
+    if probe is None and device.type == "cuda":
+        from trainer.auto_batch_size import cuda_batch_probe  # builds a trainer: only on CUDA
+
+        probe = cuda_batch_probe(cfg, num_landmarks, device)
+    if probe is None:
+        size = cpu_batch_size(_network_input_size(cfg), cap)
+        return size, (
+            f"device {device.type}: a small batch (8 x 256 x 256 pixels per batch, 2 to "
+            f"SOLVER.MAX_AUTO_BATCH_SIZE {cap}) for input {list(_network_input_size(cfg))}"
+        )
+    measure, limit = probe
+    size, notes = search_batch_size(measure, limit, cap)
+    del probe, measure  # the probe's trainer: free its weights before the real one is built
+    if device.type == "cuda":
+        gc.collect()
+        torch.cuda.empty_cache()
+    return size, (
+        f"measured forward + backward ({'mixed' if cfg.SOLVER.AUTO_MIXED_PRECISION else 'full'}"
+        f" precision) against {limit / 2**30:.1f} GiB free memory with "
+        f"{1 - GPU_MEMORY_HEADROOM:.0%} headroom, cap {cap}: " + "; ".join(notes)
+    )
+
+
+def resolve_auto_config(
+    cfg: CfgNode,
+    fingerprint: Fingerprint,
+    device: torch.device,
+    batch_probe: BatchProbe | None = None,
+    cpu_count: int | None = None,
+) -> tuple[CfgNode, list[str]]:
+    """A frozen copy of ``cfg`` with every "auto" value replaced by a concrete one.
+
+    Args:
+        cfg: a loaded config (config.load_cfg) that may hold "auto" values.
+        fingerprint: the training JSON's fingerprint (datasets/fingerprint.py).
+        device: the device the run trains on; on CUDA the batch size is measured.
+        batch_probe: (probe, memory limit in bytes) to measure batch sizes with instead of the
+            CUDA device, e.g. a fake limit in a test; None = CUDA measurement or the CPU rule.
+        cpu_count: cores for the worker rule; None = those this process may use.
+    Returns:
+        the resolved config, and one line per chosen value saying what and why. Keys read only
+        by "auto" (SAMPLER.MAX_INPUT_PIXELS, SOLVER.MAX_AUTO_BATCH_SIZE) return to their
+        defaults, so the result loads as a plain config; the lines record them.
+    """
+    resolved = cfg.clone()
+    resolved.defrost()
+    choices = []
+
+    def choose(key: str, value, reason: str) -> None:
+        set_value(resolved, key, value)
+        choices.append(f"{key} = {value}: {reason}")
+
+    if is_auto(cfg.SAMPLER.INPUT_SIZE):
+        choose("SAMPLER.INPUT_SIZE", *_resolve_input_size(resolved, fingerprint))
+    if is_auto(cfg.MODEL.GAUSS_SIGMA):
+        choose("MODEL.GAUSS_SIGMA", *_resolve_sigma(resolved, fingerprint))
+    if is_auto(cfg.SAMPLER.NUM_WORKERS):
+        cpus = available_cpus() if cpu_count is None else cpu_count
+        cached = bool(cfg.TRAINER.CACHE_DATA)
+        workers = auto_num_workers(cpus, cached, device.type)
+        choose(
+            "SAMPLER.NUM_WORKERS",
+            workers,
+            f"{cpus} CPU cores, images {'cached' if cached else 'decoded every time'}, "
+            f"device {device.type}",
+        )
+    if is_auto(cfg.SOLVER.DATA_LOADER_BATCH_SIZE):
+        set_value(resolved, "SOLVER.DATA_LOADER_BATCH_SIZE", 1)  # a number for the probe's trainer
+        choose(
+            "SOLVER.DATA_LOADER_BATCH_SIZE",
+            *_resolve_batch_size(resolved, device, fingerprint.num_landmarks, batch_probe),
+        )
+    defaults = get_cfg_defaults()
+    for key in AUTO_ONLY_KEYS:
+        set_value(resolved, key, get_value(defaults, key))
+    validate_cfg(resolved)
+    resolved.freeze()
+    return resolved, choices
+
+
+def annotation_files(cfg: CfgNode) -> list[Path]:
+    """The dataset JSON(s) of a run: every fold's with TRAINER.CROSS_VALIDATION, else the one of
+    TRAINER.FOLD; the dataset class prepares its data first (the demo generates itself)."""
+    dataset_class = get_dataset_class(cfg.DATASET.DATASET_CLASS)
+    folds = (
+        fold_numbers(cfg.DATASET.SRC_TARGETS)
+        if cfg.TRAINER.CROSS_VALIDATION
+        else [int(cfg.TRAINER.FOLD)]
+    )
+    files = []
+    for fold in folds:
+        dataset_class.prepare_data(
+            Path(cfg.DATASET.ROOT), annotation_path(cfg.DATASET.SRC_TARGETS, fold)
+        )
+        files.append(resolve_annotation_file(cfg.DATASET.SRC_TARGETS, fold))
+    return files
+
+
+def cache_dir() -> Path:
+    """Where fingerprints are cached: $LANNUNET_CACHE_DIR, else $XDG_CACHE_HOME/lannunet, else
+    ~/.cache/lannunet. Not OUTPUT_DIR (a refused run writes nothing there), and not next to the
+    data (often read-only); the key holds the JSON's path, so datasets never mix."""
+    if os.environ.get("LANNUNET_CACHE_DIR"):
+        return Path(os.environ["LANNUNET_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "lannunet"
+
+
+def dataset_fingerprint(cfg: CfgNode, json_path: Path, refresh: bool = False) -> Fingerprint:
+    """The fingerprint of ``json_path`` as the config reads it, cached in :func:`cache_dir` by
+    the files' paths, modification times and sizes."""
+    dataset_class = get_dataset_class(cfg.DATASET.DATASET_CLASS)
+    return cached_fingerprint(
+        json_path,
+        cfg.DATASET.ROOT,
+        cache_dir(),
+        landmarks=list(cfg.DATASET.LANDMARKS),
+        default_pixel_size=tuple(cfg.DATASET.PIXEL_SIZE) or None,
+        attribute_keys=list(dataset_class.additional_sample_attribute_keys),
+        refresh=refresh,
+    )
+
+
+def check_data(cfg: CfgNode) -> None:
+    """``--check-data``: read every sample of the run's JSON(s), log the report, and raise
+    DataError (exit status 2) if any file has errors."""
+    fingerprints = [dataset_fingerprint(cfg, path, refresh=True) for path in annotation_files(cfg)]
+    for fingerprint in fingerprints:
+        logger.info("%s", format_report(fingerprint))
+    for fingerprint in fingerprints:
+        raise_on_errors(fingerprint)
+
+
+def prepare_config(cfg: CfgNode) -> tuple[CfgNode, list[str]]:
+    """Check the run's JSON(s) (cached) and resolve the "auto" values: the config the trainer gets,
+    and lines for the log (the data summary, its warnings, each value chosen and why).
+
+    Raises DataError naming the first defect if the data check finds errors."""
+    fingerprints = [dataset_fingerprint(cfg, path) for path in annotation_files(cfg)]
+    lines = []
+    for fingerprint in fingerprints:
+        raise_on_errors(fingerprint)
+        lines += format_report(fingerprint).splitlines()
+    # Cross-validation plans once, from the first fold's file, so that every fold trains alike.
+    fingerprint = fingerprints[0]
+    if not auto_keys(cfg):
+        return cfg, lines
+    resolved, choices = resolve_auto_config(cfg, fingerprint, resolve_device(cfg.TRAINER.DEVICE))
+    return resolved, lines + [f"auto: {choice}" for choice in choices]

@@ -1,0 +1,362 @@
+"""Dataset fingerprint and integrity check: every sample of a dataset JSON read once.
+
+The fingerprint summarises what the automatic configuration (config_auto.py) needs (image sizes,
+landmark count and spread) and what a user should see before training (formats, pixel sizes,
+intensity ranges); the check lists every defect with the sample's id instead of stopping at the
+first, so that one run of ``python main.py --cfg x.yaml --check-data`` shows all of them.
+
+Errors stop a training run (the sample could not be used); warnings do not (a landmark outside
+its image is kept but marked invisible, as the dataset class does).
+Coordinates are x,y in pixels of the original image (utils/coordinates.py); sizes are (H, W).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from datasets.dataset_base import SPLITS, read_dataset_json
+from utils.coordinates import coords_inside
+from utils.errors import DataError
+from utils.image_io import read_image
+
+logger = logging.getLogger(__name__)
+
+FINGERPRINT_VERSION = 1  # part of the cache key: bump when the fingerprint's content changes
+
+
+@dataclass
+class Issue:
+    """One defect of one sample (``sample_id`` None: of the sample at ``position``)."""
+
+    severity: str  # "error" or "warning"
+    split: str
+    sample_id: str | None
+    position: int
+    message: str
+
+    def __str__(self) -> str:
+        who = f"sample '{self.sample_id}'" if self.sample_id is not None else f"#{self.position}"
+        return f"{self.severity}: {self.split} {who}: {self.message}"
+
+
+@dataclass
+class Fingerprint:
+    """What reading every sample once found.
+
+    ``sizes`` (N, 2) H, W and ``intensity`` (N, 2) min, max of the raw pixel values of each
+    readable image; ``pixel_sizes``: how many images have each ``"x x y"`` mm pixel size (or
+    ``"unknown"``); ``landmark_std_px`` (K, 2) x, y standard deviation of each landmark over the
+    annotated samples in original pixels, ``landmark_std_rel`` (K, 2) the same as a fraction of
+    the image's width and height.
+    """
+
+    json_path: str
+    split_counts: dict[str, int]
+    formats: dict[str, int]
+    sizes: list[list[int]]
+    intensity: list[list[float]]
+    pixel_sizes: dict[str, int]
+    num_landmarks: int
+    landmarks_outside: int
+    landmark_std_px: list[list[float]]
+    landmark_std_rel: list[list[float]]
+    issues: list[Issue] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Issue]:
+        return [issue for issue in self.issues if issue.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Issue]:
+        return [issue for issue in self.issues if issue.severity == "warning"]
+
+    def median_size(self) -> tuple[float, float]:
+        """(H, W): the median height and the median width of the images."""
+        if not self.sizes:
+            raise DataError(f"{self.json_path}: no readable image to plan from")
+        sizes = np.asarray(self.sizes, dtype=np.float64)
+        return float(np.median(sizes[:, 0])), float(np.median(sizes[:, 1]))
+
+    def median_aspect(self) -> float:
+        """Median of H / W over the images."""
+        sizes = np.asarray(self.sizes, dtype=np.float64)
+        return float(np.median(sizes[:, 0] / sizes[:, 1]))
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Fingerprint:
+        data = json.loads(text)
+        data["issues"] = [Issue(**issue) for issue in data["issues"]]
+        return cls(**data)
+
+
+def _parse_coords(raw: dict, landmarks: list[int], where: list[str]) -> np.ndarray | None:
+    """The selected (K, 2) coordinates of a raw sample; appends errors to ``where``."""
+    try:
+        all_coords = np.asarray(raw["coordinates"], dtype=np.float64)
+    except (TypeError, ValueError):
+        where.append("coordinates must be a list of [x, y] numbers")
+        return None
+    if all_coords.ndim != 2 or all_coords.shape[1] != 2:
+        where.append("coordinates must be a list of [x, y] pairs")
+        return None
+    bad = [i for i in landmarks if not 0 <= i < len(all_coords)]
+    if bad:
+        where.append(
+            f"DATASET.LANDMARKS asks for index {bad[0]} but the sample has landmarks "
+            f"0..{len(all_coords) - 1}"
+        )
+        return None
+    return all_coords[landmarks] if landmarks else all_coords
+
+
+def _valid_pixel_size(value) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in value)
+    )
+
+
+def compute_fingerprint(
+    json_path: str | Path,
+    root: str | Path,
+    landmarks: list[int] | None = None,
+    default_pixel_size: tuple[float, float] | None = None,
+    attribute_keys: list[str] | None = None,
+) -> Fingerprint:
+    """Read every sample of every split of ``json_path`` once and check it.
+
+    Args:
+        json_path: the dataset JSON; a malformed file raises DataError (nothing else to check).
+        root: the folder the JSON's image paths are relative to.
+        landmarks: DATASET.LANDMARKS (indices; [] or None = all).
+        default_pixel_size: DATASET.PIXEL_SIZE [x, y] mm, for images without their own.
+        attribute_keys: extra JSON keys the dataset class needs in every sample.
+    """
+    json_path, root = Path(json_path), Path(root)
+    landmarks = list(landmarks or [])
+    data = read_dataset_json(json_path)
+    issues: list[Issue] = []
+    counts, formats, pixel_sizes = {}, Counter(), Counter()
+    sizes, intensity, rel_coords, px_coords = [], [], [], []
+    n_coords, outside = None, 0
+    first_split_of_id: dict[str, str] = {}
+    total = sum(len(data.get(split, [])) for split in SPLITS)
+    progress = tqdm(total=total, desc="checking data", leave=False, disable=None)
+    for split in SPLITS:
+        raws = data.get(split, [])
+        counts[split] = len(raws)
+        for position, raw in enumerate(raws):
+            progress.update()
+            if (
+                not isinstance(raw, dict)
+                or "id" not in raw
+                or not isinstance(raw.get("image"), str)
+            ):
+                issues.append(
+                    Issue("error", split, None, position, "needs an 'id' and an 'image' path")
+                )
+                continue
+            sample_id = str(raw["id"])
+            errors: list[str] = []
+            warnings: list[str] = []
+            if first_split_of_id.get(sample_id) == split:
+                errors.append("duplicate id")
+            elif sample_id in first_split_of_id:
+                warnings.append(f"the same id is also in '{first_split_of_id[sample_id]}'")
+            first_split_of_id.setdefault(sample_id, split)
+            coords = None
+            annotated = raw.get("has_annotation", True)
+            if annotated and raw.get("coordinates") is not None:
+                count_errors: list[str] = []
+                coords = _parse_coords(raw, landmarks, count_errors)
+                n_all = len(raw["coordinates"]) if not count_errors else None
+                if n_all is not None and n_coords is None:
+                    n_coords = n_all
+                if n_all is not None and n_all != n_coords:
+                    count_errors.append(f"has {n_all} landmarks, earlier samples have {n_coords}")
+                    coords = None
+                if coords is not None and not np.isfinite(coords).all():
+                    count_errors.append("coordinates contain NaN or infinity")
+                    coords = None
+                errors += count_errors
+            elif annotated:
+                errors.append('coordinates are null; set "has_annotation": false')
+            elif split != "testing":
+                errors.append("has no annotation; unannotated samples belong in 'testing'")
+            pixel_size = raw.get("pixel_size")
+            if pixel_size is not None and not _valid_pixel_size(pixel_size):
+                errors.append("pixel_size must be [x, y] mm per pixel, both > 0")
+                pixel_size = None
+            missing = [key for key in attribute_keys or [] if key not in raw]
+            if missing:
+                errors.append(f"lacks the attributes {missing} that the dataset class needs")
+            path = root / raw["image"]
+            loaded = None
+            if not path.is_file():
+                errors.append(f"image file not found: {path}")
+            else:
+                try:
+                    loaded = read_image(path)
+                except DataError as err:
+                    errors.append(str(err))
+            if loaded is not None:
+                size = loaded.pixels.shape
+                sizes.append([int(size[0]), int(size[1])])
+                formats[path.suffix.lower()] = formats[path.suffix.lower()] + 1
+                intensity.append([float(loaded.pixels.min()), float(loaded.pixels.max())])
+                spacing = pixel_size or loaded.pixel_size or default_pixel_size
+                key = f"{spacing[0]:g} x {spacing[1]:g}" if spacing else "unknown"
+                pixel_sizes[key] += 1
+                if coords is not None:
+                    inside = coords_inside(coords, size)
+                    for index in np.flatnonzero(~inside):
+                        outside += 1
+                        x, y = coords[index]
+                        warnings.append(
+                            f"landmark {index} at x={x:g}, y={y:g} lies outside the "
+                            f"{size[0]}x{size[1]} (HxW) image"
+                        )
+                    px_coords.append(coords)
+                    rel_coords.append((coords + 0.5) / np.array([size[1], size[0]]))
+            issues += [Issue("error", split, sample_id, position, m) for m in errors]
+            issues += [Issue("warning", split, sample_id, position, m) for m in warnings]
+    progress.close()
+    num_landmarks = len(landmarks) if landmarks else (n_coords or 0)
+    std_px = np.std(px_coords, axis=0).tolist() if px_coords else []
+    std_rel = np.std(rel_coords, axis=0).tolist() if rel_coords else []
+    return Fingerprint(
+        json_path=str(json_path),
+        split_counts=counts,
+        formats=dict(formats),
+        sizes=sizes,
+        intensity=intensity,
+        pixel_sizes=dict(pixel_sizes),
+        num_landmarks=num_landmarks,
+        landmarks_outside=outside,
+        landmark_std_px=std_px,
+        landmark_std_rel=std_rel,
+        issues=issues,
+    )
+
+
+def fingerprint_key(
+    json_path: Path, root: Path, landmarks, default_pixel_size, attribute_keys
+) -> str:
+    """A hash of everything the fingerprint depends on: the arguments, and the path,
+    modification time and size of the JSON and of every image it names (stat only)."""
+
+    def stat(path: Path) -> list:
+        try:
+            info = path.stat()
+        except OSError:
+            return [str(path), None, None]
+        return [str(path), info.st_mtime_ns, info.st_size]
+
+    data = read_dataset_json(json_path)
+    images = [
+        stat(Path(root) / raw["image"])
+        for split in SPLITS
+        for raw in data.get(split, [])
+        if isinstance(raw, dict) and isinstance(raw.get("image"), str)
+    ]
+    content = [
+        FINGERPRINT_VERSION,
+        stat(Path(json_path).resolve()),
+        str(Path(root).resolve()),
+        list(landmarks or []),
+        list(default_pixel_size or []),
+        list(attribute_keys or []),
+        images,
+    ]
+    return hashlib.sha256(json.dumps(content).encode()).hexdigest()[:24]
+
+
+def cached_fingerprint(
+    json_path: str | Path,
+    root: str | Path,
+    cache_dir: str | Path,
+    landmarks: list[int] | None = None,
+    default_pixel_size: tuple[float, float] | None = None,
+    attribute_keys: list[str] | None = None,
+    refresh: bool = False,
+) -> Fingerprint:
+    """:func:`compute_fingerprint`, kept in ``cache_dir`` as ``fingerprint_<key>.json``; any
+    change of the JSON or of an image's modification time or size reads the data again, and so
+    does ``refresh``."""
+    json_path, root = Path(json_path), Path(root)
+    key = fingerprint_key(json_path, root, landmarks, default_pixel_size, attribute_keys)
+    cache_file = Path(cache_dir) / f"fingerprint_{key}.json"
+    if cache_file.is_file() and not refresh:
+        try:
+            fingerprint = Fingerprint.from_json(cache_file.read_text())
+            logger.debug("dataset fingerprint from the cache %s", cache_file)
+            return fingerprint
+        except (ValueError, TypeError, KeyError):  # a damaged cache file: read the data again
+            logger.warning("ignoring the damaged fingerprint cache %s", cache_file)
+    fingerprint = compute_fingerprint(
+        json_path, root, landmarks, default_pixel_size, attribute_keys
+    )
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    partial = cache_file.with_suffix(f".{os.getpid()}.tmp")
+    partial.write_text(fingerprint.to_json())
+    partial.replace(cache_file)  # atomic: a parallel run never reads half a file
+    return fingerprint
+
+
+def _min_median_max(values) -> str:
+    values = np.asarray(values, dtype=np.float64)
+    return f"{values.min():g} / {np.median(values):g} / {values.max():g}"
+
+
+def format_report(fingerprint: Fingerprint) -> str:
+    """The fingerprint and every issue, as lines of text for the log."""
+    counts = ", ".join(f"{split} {n}" for split, n in fingerprint.split_counts.items())
+    lines = [f"data check of {fingerprint.json_path}", f"  samples: {counts}"]
+    if fingerprint.sizes:
+        sizes = np.asarray(fingerprint.sizes, dtype=np.float64)
+        intensity = np.asarray(fingerprint.intensity)
+        lines += [
+            f"  formats: {fingerprint.formats}",
+            f"  height (px), min / median / max: {_min_median_max(sizes[:, 0])}",
+            f"  width (px), min / median / max: {_min_median_max(sizes[:, 1])}",
+            f"  aspect H/W, min / median / max: {_min_median_max(sizes[:, 0] / sizes[:, 1])}",
+            f"  pixel size [x, y] mm: {fingerprint.pixel_sizes}",
+            f"  intensity: lowest {intensity[:, 0].min():g}, highest {intensity[:, 1].max():g}"
+            f"; per-image range, min / median / max: "
+            f"{_min_median_max(intensity[:, 1] - intensity[:, 0])}",
+        ]
+    lines.append(
+        f"  landmarks: {fingerprint.num_landmarks} per sample, "
+        f"{fingerprint.landmarks_outside} outside their image"
+    )
+    if fingerprint.landmark_std_px:
+        spread = ", ".join(
+            f"{i}: {sx:.1f}/{sy:.1f}" for i, (sx, sy) in enumerate(fingerprint.landmark_std_px)
+        )
+        lines.append(f"  spread of each landmark (std x/y, original px): {spread}")
+    lines.append(f"  {len(fingerprint.errors)} errors, {len(fingerprint.warnings)} warnings")
+    lines += [f"  {issue}" for issue in fingerprint.issues]
+    return "\n".join(lines)
+
+
+def raise_on_errors(fingerprint: Fingerprint) -> None:
+    """DataError (one line: the count and the first error) if the check found errors."""
+    errors = fingerprint.errors
+    if errors:
+        raise DataError(
+            f"{fingerprint.json_path}: {len(errors)} data error(s), the first: {errors[0]} "
+            "(--check-data lists all)"
+        )

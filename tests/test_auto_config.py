@@ -1,0 +1,145 @@
+"""The rules of the "auto" values: input size, sigma, workers and the batch-size search."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from models.unet_classic import plan_unet_features
+from tests.conftest import gaussian_image, weighted_centroid
+from utils.auto_config import (
+    auto_gauss_sigma,
+    auto_input_size,
+    auto_num_workers,
+    cpu_batch_size,
+    search_batch_size,
+)
+from utils.coordinates import resize_coords, resize_image
+from utils.errors import ConfigError
+
+BUDGET = 512 * 512
+
+# (median H, W) of image-size distributions: portrait and landscape X-rays, tiny, huge, a strip.
+DISTRIBUTIONS = {
+    "portrait cephalogram": (1671, 1340),
+    "landscape": (1340, 1671),
+    "tiny": (30, 40),
+    "huge": (4000, 3000),
+    "wide strip": (200, 1600),
+    "square": (1024, 1024),
+}
+
+
+@pytest.mark.parametrize("name", DISTRIBUTIONS)
+@pytest.mark.parametrize("min_feature_resolution", [4, 8])
+def test_auto_input_size_divisible_aspect_preserving_within_budget(name, min_feature_resolution):
+    median = DISTRIBUTIONS[name]
+    height, width = auto_input_size(median, BUDGET, min_feature_resolution)
+    assert height * width <= BUDGET
+    # Aspect within 7 % of the median image's (rounding to multiples of 2^k).
+    assert abs(math.log((height / width) / (median[0] / median[1]))) < 0.07
+    # Not shrunk below 75 % of the budget when the images are larger than it, and never
+    # enlarged beyond the rounding when they are smaller.
+    area = min(BUDGET, median[0] * median[1])
+    assert 0.75 * area <= height * width <= 1.2 * area
+    # The U-Net plan halves down to a coarsest map of MIN_FEATURE_RESOLUTION to 4 times it (one
+    # level may be given up for the aspect), and every level divides the input exactly.
+    features = plan_unet_features((height, width), min_feature_resolution, 4, 64)
+    factor = 2 ** (len(features) - 1)
+    assert height % factor == 0 and width % factor == 0
+    assert min_feature_resolution <= min(height, width) // factor < 4 * min_feature_resolution
+
+
+def test_auto_input_size_examples():
+    assert auto_input_size((1671, 1340), BUDGET, 4) == (576, 448)
+    assert auto_input_size((1340, 1671), BUDGET, 4) == (448, 576)
+    assert auto_input_size((1671, 1340), 256 * 256, 8) == (288, 224)
+    assert auto_input_size((30, 40), BUDGET, 4) == (32, 40)  # tiny: native size, rounded
+    assert auto_input_size((200, 1600), BUDGET, 4) == (160, 1280)  # exact aspect, 78 % of it
+    assert auto_input_size((6, 6), BUDGET, 4) == (8, 8)  # smallest the U-Net can halve
+    assert auto_input_size((1671, 1340), BUDGET, multiple=8) == (568, 456)  # PHD-Net patches
+
+
+def test_auto_input_size_refuses_a_budget_below_the_smallest_input():
+    with pytest.raises(ConfigError, match="MAX_INPUT_PIXELS 100"):
+        auto_input_size((1000, 1000), 100, 8)
+
+
+@pytest.mark.parametrize("name", ["portrait cephalogram", "tiny", "wide strip"])
+def test_coordinates_round_trip_exactly_through_the_auto_size(name):
+    """Per-axis scaling to the auto size: input pixels -> original pixels is exact, and the
+    resized image shows each point where resize_coords puts it."""
+    median = DISTRIBUTIONS[name]
+    original = (min(median[0], 120), min(median[1], 160))  # small stand-in of that shape
+    size = auto_input_size(original, 48 * 64, 4)
+    rng = np.random.default_rng(0)
+    points = rng.uniform([-0.5, -0.5], [original[1] - 0.5, original[0] - 0.5], (50, 2))
+    back = resize_coords(resize_coords(points, original, size), size, original)
+    np.testing.assert_allclose(back, points, atol=1e-12)
+    centre = np.array([original[1] * 0.37, original[0] * 0.61])
+    sigma = 3.0 * max(original[0] / size[0], original[1] / size[1])
+    image = gaussian_image(original, centre, sigma=sigma)
+    resized = resize_image(image, size)
+    np.testing.assert_allclose(
+        weighted_centroid(resized), resize_coords(centre, original, size), atol=0.05
+    )
+
+
+def test_auto_sigma_covers_the_coarsest_supervised_level():
+    # 5 levels: the coarsest draws sigma / 16, at least half a pixel.
+    assert auto_gauss_sigma((576, 448), 5) == 8.0
+    assert auto_gauss_sigma((576, 448), 5) / 2**4 >= 0.5
+    assert auto_gauss_sigma((256, 256), 3) == 2.0  # the finest level's floor
+    assert auto_gauss_sigma((32, 40), 5) == 2.0  # capped at 1/16 of the shorter side
+    assert auto_gauss_sigma((8, 8), 1) == 1.0
+
+
+def test_auto_workers_follow_cpus_cache_and_device():
+    assert auto_num_workers(2, cached=True, device_type="cpu") == 0
+    assert auto_num_workers(16, cached=False, device_type="cpu") == 2
+    assert auto_num_workers(16, cached=True, device_type="cuda") == 4
+    assert auto_num_workers(16, cached=False, device_type="cuda") == 8
+    assert auto_num_workers(4, cached=False, device_type="cuda") == 3
+    assert auto_num_workers(1, cached=False, device_type="cuda") == 0
+
+
+def test_cpu_batch_size_is_small():
+    assert cpu_batch_size((256, 256), 32) == 8
+    assert cpu_batch_size((576, 448), 32) == 2
+    assert cpu_batch_size((32, 40), 32) == 32  # capped
+    assert cpu_batch_size((32, 40), 4) == 4
+    assert cpu_batch_size((2048, 2048), 32) == 2
+
+
+def fake_probe(fixed: int, per_sample: int, oom_above: int, calls: list):
+    """Peak memory fixed + batch * per_sample; out of memory above ``oom_above`` bytes."""
+
+    def probe(batch):
+        calls.append(batch)
+        peak = fixed + batch * per_sample
+        if peak > oom_above:
+            raise torch.cuda.OutOfMemoryError(f"fake: {peak} bytes")
+        return peak
+
+    return probe
+
+
+def test_batch_search_with_a_fake_memory_limit():
+    calls = []
+    # 1000 bytes, 80 % usable = 800 = 100 + 70 * 10: batch 70; the device runs out above 1000.
+    size, notes = search_batch_size(fake_probe(100, 10, 1000, calls), 1000, cap=128, headroom=0.8)
+    assert size == 70
+    assert calls == [1, 2, 4, 8, 16, 32, 64, 128, 70]
+    assert notes[-2] == "batch 128: out of memory"
+    # The cap wins; peaks above the headroom (but not out of memory) are refused too.
+    calls.clear()
+    assert search_batch_size(fake_probe(100, 10, 10**9, calls), 1000, 16, 0.8)[0] == 16
+    calls.clear()
+    size, notes = search_batch_size(fake_probe(100, 10, 10**9, calls), 1000, 128, 0.8)
+    assert size == 70 and "too much" in notes[7]
+
+
+def test_batch_search_when_one_sample_does_not_fit():
+    with pytest.raises(ConfigError, match="even a batch of 1"):
+        search_batch_size(fake_probe(900, 10, 1000, []), 1000, cap=32, headroom=0.8)
