@@ -64,7 +64,7 @@ _C.SOLVER.NUM_RES_SUPERVISIONS = 5  # how many decoder levels (finest first) get
 _C.SOLVER.AUTO_MIXED_PRECISION = True  # float16 autocast + grad scaler (CUDA only)
 _C.SOLVER.LOSS_FUNCTION = "mse"  # heatmap loss: a key of losses/loss_index.py ("mse", "awl")
 _C.SOLVER.REGRESS_SIGMA = False  # learn the target Gaussian's sigma per landmark (U-Net)
-_C.SOLVER.REGRESS_SIGMA_LOSS_WEIGHT = 0.005  # weight of mean(sigma^2) in the loss (REGRESS_SIGMA)
+_C.SOLVER.REGRESS_SIGMA_LOSS_WEIGHT = 0.05  # weight of mean(sigma^2) in the loss (REGRESS_SIGMA)
 
 # ----------------------------------------------------------------------------------------------
 _C.TRAINER = CN()
