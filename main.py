@@ -14,7 +14,7 @@ from pathlib import Path
 from config import is_auto, load_cfg, unused_keys
 from config_auto import check_data, prepare_config
 from datasets.dataset_base import DatasetBase, read_dataset_json
-from inference.cross_validation import fold_numbers, summarise_cross_validation
+from inference.cross_validation import fold_config, fold_numbers, summarise_cross_validation
 from inference.predictor import run_inference
 from tracking import open_tracker
 from trainer.model_trainer_base import ModelTrainerBase, seed_everything
@@ -107,12 +107,7 @@ def cross_validate(cfg) -> None:
     output_dir = Path(cfg.OUTPUT.OUTPUT_DIR)
     fold_cfgs = {}
     for fold in folds:
-        fold_cfg = cfg.clone()
-        fold_cfg.defrost()
-        fold_cfg.TRAINER.FOLD = fold
-        fold_cfg.TRAINER.CROSS_VALIDATION = False
-        fold_cfg.OUTPUT.OUTPUT_DIR = str(output_dir / f"fold{fold}")
-        fold_cfg.freeze()
+        fold_cfg = fold_config(cfg, fold, output_dir)
         check_output_dir(build_trainer(fold_cfg), fold_cfg)  # before any fold trains for hours
         fold_cfgs[fold] = fold_cfg
     fold_results = {}

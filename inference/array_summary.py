@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from config import load_cfg
-from inference.cross_validation import summarise_cross_validation
+from inference.cross_validation import fold_config, summarise_cross_validation
 from inference.predictor import run_inference
 from main import evaluation_sets, one_line
 from trainer.model_trainer_index import build_trainer
@@ -45,12 +45,7 @@ def test_folds(cfg, folds: list[int], seeds: list[int], output_dir: Path) -> dic
     """Test every fold's model(s) on its testing list; the results folder of each fold."""
     results = {}
     for fold in folds:
-        fold_cfg = cfg.clone()
-        fold_cfg.defrost()
-        fold_cfg.TRAINER.FOLD = fold
-        fold_cfg.TRAINER.CROSS_VALIDATION = False
-        fold_cfg.OUTPUT.OUTPUT_DIR = str(output_dir / f"fold{fold}")
-        fold_cfg.freeze()
+        fold_cfg = fold_config(cfg, fold, output_dir)
         trainer = build_trainer(fold_cfg)
         test_set, calibration_set = evaluation_sets(trainer)
         checkpoints = fold_checkpoints(output_dir, fold, seeds)

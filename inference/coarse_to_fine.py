@@ -17,7 +17,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from inference.stitching import crop_to_image, map_tensors, pad_to_fit, tensor_leaves
+from inference.stitching import (
+    crop_to_image,
+    map_tensors,
+    pad_to_fit,
+    run_windows,
+    tensor_leaves,
+)
 
 
 def candidate_window_corners(
@@ -65,12 +71,7 @@ def refine_around_candidates(
     corners = candidate_window_corners(candidates, (height, width), window_size, multiple)
     full: list[torch.Tensor] | None = None
     structure = None
-    for first in range(0, len(corners), batch_size):
-        chunk = corners[first : first + batch_size]
-        windows = torch.cat(
-            [padded[..., y : y + window_size[0], x : x + window_size[1]] for y, x in chunk]
-        )
-        output = forward(windows)
+    for first, chunk, output in run_windows(forward, padded, corners, window_size, batch_size):
         leaves = tensor_leaves(output)
         if full is None:
             structure = output

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
+from yacs.config import CfgNode
 
 from utils.errors import DataError
 from utils.metrics import summarise_errors
@@ -30,6 +31,17 @@ def fold_numbers(folder: str | Path) -> list[int]:
     if not folds:
         raise DataError(f"{folder}: no fold<N>.json files for cross-validation")
     return folds
+
+
+def fold_config(cfg: CfgNode, fold: int, output_dir: Path) -> CfgNode:
+    """``cfg`` for one fold: TRAINER.FOLD ``fold``, output in ``output_dir/fold<N>``, frozen."""
+    fold_cfg = cfg.clone()
+    fold_cfg.defrost()
+    fold_cfg.TRAINER.FOLD = fold
+    fold_cfg.TRAINER.CROSS_VALIDATION = False
+    fold_cfg.OUTPUT.OUTPUT_DIR = str(Path(output_dir) / f"fold{fold}")
+    fold_cfg.freeze()
+    return fold_cfg
 
 
 def summarise_cross_validation(

@@ -11,7 +11,7 @@ batch of windows, whatever the image's area.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -82,6 +82,23 @@ def fully_convolutional(
     return crop_to_image(forward(padded), padded.shape[-2:], images.shape[-2:])
 
 
+def run_windows(
+    forward: Callable[[torch.Tensor], Any],
+    padded: torch.Tensor,
+    corners: Sequence[tuple[int, int]],
+    window_size: Sequence[int],
+    batch_size: int,
+) -> Iterator[tuple[int, Sequence[tuple[int, int]], Any]]:
+    """(index of the first corner, the batch's (y, x) corners, ``forward``'s output) for the
+    windows of ``padded`` (1, C, H, W) at ``corners``, ``batch_size`` windows at a time."""
+    for first in range(0, len(corners), batch_size):
+        chunk = corners[first : first + batch_size]
+        windows = torch.cat(
+            [padded[..., y : y + window_size[0], x : x + window_size[1]] for y, x in chunk]
+        )
+        yield first, chunk, forward(windows)
+
+
 def patchify_and_stitch(
     forward: Callable[[torch.Tensor], Any],
     image: torch.Tensor,
@@ -115,12 +132,7 @@ def patchify_and_stitch(
     weights: dict[int, torch.Tensor] = {}  # per output stride: summed weights and one window's
     window_weights: dict[int, torch.Tensor] = {}
     structure = None
-    for first in range(0, len(corners), batch_size):
-        chunk = corners[first : first + batch_size]
-        windows = torch.cat(
-            [padded[..., y : y + window_size[0], x : x + window_size[1]] for y, x in chunk]
-        )
-        output = forward(windows)
+    for _, chunk, output in run_windows(forward, padded, corners, window_size, batch_size):
         leaves = tensor_leaves(output)
         if sums is None:
             structure = output
