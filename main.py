@@ -13,7 +13,7 @@ from pathlib import Path
 
 from config import is_auto, load_cfg, unused_keys
 from config_auto import check_data, prepare_config
-from datasets.dataset_base import DatasetBase, read_dataset_json
+from datasets.dataset_base import read_dataset_json
 from inference.cross_validation import fold_config, fold_numbers, summarise_cross_validation
 from inference.predictor import run_inference
 from tracking import open_tracker
@@ -21,7 +21,7 @@ from trainer.model_trainer_base import ModelTrainerBase, seed_everything
 from trainer.model_trainer_index import build_trainer
 from trainer.preemption import PREEMPTED_EXIT_CODE, Preempted, latest_checkpoint, stop_on_signals
 from utils.distributed import close_distributed, init_distributed
-from utils.errors import ConfigError, LannuError
+from utils.errors import ConfigError, LannuError, one_line
 from utils.logging_setup import setup_logging
 
 logger = logging.getLogger("lannunet")
@@ -53,13 +53,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def evaluation_sets(trainer: ModelTrainerBase) -> tuple[DatasetBase, DatasetBase | None]:
-    """The testing list, and the validation list (if any) to calibrate the uncertainty on."""
-    data = read_dataset_json(trainer.annotation_file())
-    calibration = trainer.make_dataset("validation") if data.get("validation") else None
-    return trainer.make_dataset("testing"), calibration
-
-
 def train_and_test(trainer: ModelTrainerBase, checkpoint: str | None) -> list[Path]:
     """Train (resuming from ``checkpoint`` if given), then test the best and latest models.
     Returns the results folders."""
@@ -72,7 +65,7 @@ def train_and_test(trainer: ModelTrainerBase, checkpoint: str | None) -> list[Pa
     if not read_dataset_json(trainer.annotation_file()).get("testing"):
         logger.info("no testing list in %s: skipping inference", trainer.annotation_file())
         return []
-    test_set, calibration_set = evaluation_sets(trainer)
+    test_set, calibration_set = trainer.evaluation_sets()
     return [
         run_inference(trainer, [trainer.checkpoint_path(kind)], test_set, calibration_set)
         for kind in ("best", "latest")
@@ -81,14 +74,14 @@ def train_and_test(trainer: ModelTrainerBase, checkpoint: str | None) -> list[Pa
 
 def test_only(trainer: ModelTrainerBase, checkpoints: list[Path]) -> None:
     """Test each checkpoint on the testing list, each with its own results folder."""
-    test_set, calibration_set = evaluation_sets(trainer)
+    test_set, calibration_set = trainer.evaluation_sets()
     for path in checkpoints:
         run_inference(trainer, [path], test_set, calibration_set)
 
 
 def test_ensemble(trainer: ModelTrainerBase, cfg) -> None:
     """INFERENCE.ENSEMBLE_INFERENCE: all checkpoints together, one results folder."""
-    test_set, calibration_set = evaluation_sets(trainer)
+    test_set, calibration_set = trainer.evaluation_sets()
     run_inference(
         trainer,
         [Path(p) for p in cfg.INFERENCE.ENSEMBLE_CHECKPOINTS],
@@ -222,15 +215,6 @@ def start_run_logging(cfg, args: argparse.Namespace, plan: list[str]) -> None:
         logger.warning(
             "%s is set but not used by MODEL.ARCHITECTURE %s", key, cfg.MODEL.ARCHITECTURE
         )
-
-
-def one_line(err: Exception) -> str:
-    """The error's message; for one re-raised from a data-loader worker (whose message carries
-    the worker's traceback), its last line without the exception's class name."""
-    lines = [line for line in str(err).strip().splitlines() if line.strip()]
-    if len(lines) <= 1:
-        return lines[0] if lines else type(err).__name__
-    return lines[-1].split(": ", 1)[-1] if "Error: " in lines[-1] else lines[-1]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,9 +18,8 @@ from pathlib import Path
 from config import load_cfg
 from inference.cross_validation import fold_config, summarise_cross_validation
 from inference.predictor import run_inference
-from main import evaluation_sets, one_line
 from trainer.model_trainer_index import build_trainer
-from utils.errors import ConfigError, LannuError
+from utils.errors import ConfigError, LannuError, one_line
 from utils.logging_setup import setup_logging
 
 logger = logging.getLogger("lannunet")
@@ -47,7 +46,7 @@ def test_folds(cfg, folds: list[int], seeds: list[int], output_dir: Path) -> dic
     for fold in folds:
         fold_cfg = fold_config(cfg, fold, output_dir)
         trainer = build_trainer(fold_cfg)
-        test_set, calibration_set = evaluation_sets(trainer)
+        test_set, calibration_set = trainer.evaluation_sets()
         checkpoints = fold_checkpoints(output_dir, fold, seeds)
         logger.info("fold %d: testing %s", fold, [str(p) for p in checkpoints])
         if len(checkpoints) == 1:

@@ -29,7 +29,12 @@ from tqdm import tqdm
 from yacs.config import CfgNode
 
 from config import auto_keys
-from datasets.dataset_base import DatasetBase, annotation_path, resolve_annotation_file
+from datasets.dataset_base import (
+    DatasetBase,
+    annotation_path,
+    read_dataset_json,
+    resolve_annotation_file,
+)
 from datasets.patch_sampling import PatchSampler
 from datasets.sampling import SeededEpochSampler
 from inference.coarse_to_fine import refine_around_candidates
@@ -449,6 +454,12 @@ class ModelTrainerBase(ABC):
             default_pixel_size=self.default_pixel_size,
             max_samples=self.trainset_size if split == "training" else -1,
         )
+
+    def evaluation_sets(self) -> tuple[DatasetBase, DatasetBase | None]:
+        """The testing list, and the validation list (if any) to calibrate uncertainty on."""
+        data = read_dataset_json(self.annotation_file())
+        calibration = self.make_dataset("validation") if data.get("validation") else None
+        return self.make_dataset("testing"), calibration
 
     def patch_sampler(self) -> PatchSampler:
         return PatchSampler(self.sample_patch_size, self.sampler_bias)

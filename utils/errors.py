@@ -19,3 +19,12 @@ class CheckpointError(LannuError):
 
 class TrainingError(LannuError):
     """Training cannot go on (e.g. the loss became NaN)."""
+
+
+def one_line(err: Exception) -> str:
+    """The error's message; for one re-raised from a data-loader worker (whose message carries
+    the worker's traceback), its last line without the exception's class name."""
+    lines = [line for line in str(err).strip().splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else type(err).__name__
+    return lines[-1].split(": ", 1)[-1] if "Error: " in lines[-1] else lines[-1]
