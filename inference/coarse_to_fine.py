@@ -19,10 +19,13 @@ import torch
 
 from inference.stitching import (
     crop_to_image,
+    image_sized_zeros,
     map_tensors,
+    output_stride,
     pad_to_fit,
     run_windows,
     tensor_leaves,
+    window_cells,
 )
 
 
@@ -75,21 +78,17 @@ def refine_around_candidates(
         leaves = tensor_leaves(output)
         if full is None:
             structure = output
-            full = []
-            for leaf in leaves:
-                stride = window_size[0] // leaf.shape[-2]
-                shape = (1, *leaf.shape[1:-2], height // stride, width // stride)
-                full.append(torch.zeros(shape, device=leaf.device, dtype=torch.float32))
+            full = [
+                image_sized_zeros(leaf, output_stride(window_size[0], leaf), (height, width))
+                for leaf in leaves
+            ]
         for leaf, target in zip(leaves, full, strict=True):
             stride = height // target.shape[-2]
-            h, w = leaf.shape[-2:]
-            for n, (y, x) in enumerate(chunk):
+            for n, corner in enumerate(chunk):
                 k = first + n
                 values = leaf[n, k].float()
                 target[0, k] = values.amin(dim=(-2, -1), keepdim=True)
-                target[0, k, ..., y // stride : y // stride + h, x // stride : x // stride + w] = (
-                    values
-                )
+                target[0, k][window_cells(corner, stride, leaf.shape[-2:])] = values
     results = iter(full)
     output = map_tensors(lambda _: next(results), structure)
     return crop_to_image(output, (height, width), image.shape[-2:])

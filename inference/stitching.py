@@ -82,6 +82,26 @@ def fully_convolutional(
     return crop_to_image(forward(padded), padded.shape[-2:], images.shape[-2:])
 
 
+def output_stride(window_height: int, leaf: torch.Tensor) -> int:
+    """Input pixels per output cell of a window output ``leaf`` (N, ..., h, w)."""
+    return window_height // leaf.shape[-2]
+
+
+def image_sized_zeros(leaf: torch.Tensor, stride: int, image_size: Sequence[int]) -> torch.Tensor:
+    """(1, ..., H / stride, W / stride) float32 zeros: room for a window output ``leaf``
+    (N, ..., h, w) over a whole (H, W) image."""
+    height, width = image_size
+    shape = (1, *leaf.shape[1:-2], height // stride, width // stride)
+    return torch.zeros(shape, device=leaf.device, dtype=torch.float32)
+
+
+def window_cells(corner: Sequence[int], stride: int, size: Sequence[int]) -> tuple:
+    """Index of the (h, w) ``size`` output cells of the window at input pixel ``corner`` (y, x)
+    in an image-sized output of that ``stride``."""
+    y, x = corner[0] // stride, corner[1] // stride
+    return (..., slice(y, y + size[0]), slice(x, x + size[1]))
+
+
 def run_windows(
     forward: Callable[[torch.Tensor], Any],
     padded: torch.Tensor,
@@ -138,41 +158,25 @@ def patchify_and_stitch(
             structure = output
             sums = []
             for leaf in leaves:
-                stride_f = window_size[0] // leaf.shape[-2]
+                stride_f = output_stride(window_size[0], leaf)
                 if any(s % stride_f for s in (*stride, *window_size)):
                     raise ValueError(
                         f"window {list(window_size)} and stride {list(stride)} must be "
                         f"divisible by the output stride {stride_f}"
                     )
-                sums.append(
-                    torch.zeros(
-                        (1, *leaf.shape[1:-2], height // stride_f, width // stride_f),
-                        device=leaf.device,
-                        dtype=torch.float32,
-                    )
-                )
+                sums.append(image_sized_zeros(leaf, stride_f, (height, width)))
                 if stride_f not in weights:
-                    weights[stride_f] = torch.zeros(
-                        (height // stride_f, width // stride_f), device=leaf.device
-                    )
+                    weights[stride_f] = image_sized_zeros(leaf, stride_f, (height, width))[0]
                     window_weights[stride_f] = gaussian_importance(leaf.shape[-2:], leaf.device)
         for leaf, total in zip(leaves, sums, strict=True):
             stride_f = height // total.shape[-2]
-            weight = window_weights[stride_f]
-            h, w = leaf.shape[-2:]
-            for n, (y, x) in enumerate(chunk):
-                cells = (
-                    ...,
-                    slice(y // stride_f, y // stride_f + h),
-                    slice(x // stride_f, x // stride_f + w),
-                )
-                total[cells] += leaf[n].float() * weight
+            for n, corner in enumerate(chunk):
+                cells = window_cells(corner, stride_f, leaf.shape[-2:])
+                total[cells] += leaf[n].float() * window_weights[stride_f]
         for stride_f, total_weight in weights.items():
-            h, w = window_weights[stride_f].shape
-            for y, x in chunk:
-                total_weight[
-                    ..., y // stride_f : y // stride_f + h, x // stride_f : x // stride_f + w
-                ] += window_weights[stride_f]
+            for corner in chunk:
+                cells = window_cells(corner, stride_f, window_weights[stride_f].shape)
+                total_weight[cells] += window_weights[stride_f]
     stitched = iter(total / weights[height // total.shape[-2]] for total in sums)
     output = map_tensors(lambda _: next(stitched), structure)
     return crop_to_image(output, (height, width), image.shape[-2:])

@@ -86,12 +86,17 @@ def test_unannotated_sample_has_nan_targets_and_errors(hand_dataset):
     np.testing.assert_allclose(t1["error_mm"], 0.0)
 
 
-def test_error_mm_empty_without_pixel_size(hand_dataset):
+def table_without_pixel_size(hand_dataset):
+    """The hand testing split's table, predictions 5 px off, pixel size unknown."""
     json_path, root = hand_dataset
     dataset = DatasetGeneric(json_path, "testing", root, INPUT_SIZE)
     preds = make_predictions(dataset, np.array(HAND_COORDS["t1"]) + OFFSET)
     preds.pixel_size[:] = np.nan
-    table = prediction_table(dataset, preds, "model", "scale_heatmap_first", INPUT_SIZE)
+    return prediction_table(dataset, preds, "model", "scale_heatmap_first", INPUT_SIZE)
+
+
+def test_error_mm_empty_without_pixel_size(hand_dataset):
+    table = table_without_pixel_size(hand_dataset)
     assert list(table.columns) == BASE_COLUMNS
     t1 = table[table["id"] == "t1"]
     np.testing.assert_allclose(t1["error_px"], 5.0)
@@ -187,11 +192,7 @@ def test_write_results_files(hand_dataset, tmp_path):
 
 
 def test_format_summary(hand_dataset):
-    json_path, root = hand_dataset
-    dataset = DatasetGeneric(json_path, "testing", root, INPUT_SIZE)
-    preds = make_predictions(dataset, np.array(HAND_COORDS["t1"]) + OFFSET)
-    preds.pixel_size[:] = np.nan
-    table = prediction_table(dataset, preds, "model", "scale_heatmap_first", INPUT_SIZE)
+    table = table_without_pixel_size(hand_dataset)
     summary, _ = summarise_errors(table, [2.0])
     text = format_summary(summary, "Test set")
     assert text.startswith("Test set (errors in px")

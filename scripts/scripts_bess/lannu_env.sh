@@ -16,6 +16,14 @@ export ANACONDA_MODULE CUDA_MODULE CONDA_ENV LANNU_DIR
 PREEMPTED_EXIT_CODE=75
 LANNU_SIGNALLED=0
 
+# Exit 2 with the usage line unless the arguments start with --cfg FILE.
+require_cfg_arguments() {
+    if [[ $1 != --cfg || -z $2 ]]; then
+        echo "usage: $0 --cfg FILE [KEY VALUE ...]" >&2
+        exit 2
+    fi
+}
+
 # Load conda and CUDA and activate the environment. Where there is no `module` command (a
 # workstation), say so and use the Python environment that is active.
 load_environment() {

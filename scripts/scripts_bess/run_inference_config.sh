@@ -10,9 +10,6 @@ set -eo pipefail
 # shellcheck source=scripts/scripts_bess/lannu_env.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lannu_env.sh"
 
-if [[ $1 != --cfg || -z $2 ]]; then
-    echo "usage: $0 --cfg FILE [KEY VALUE ...]" >&2
-    exit 2
-fi
+require_cfg_arguments "$@"
 load_environment
 python "$LANNU_DIR/main.py" "$@" TRAINER.INFERENCE_ONLY True

@@ -9,10 +9,7 @@ set -eo pipefail
 # shellcheck source=scripts/scripts_bess/lannu_env.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lannu_env.sh"
 
-if [[ $1 != --cfg || -z $2 ]]; then
-    echo "usage: $0 --cfg FILE [KEY VALUE ...]" >&2
-    exit 2
-fi
+require_cfg_arguments "$@"
 load_environment
 read -r -a launcher <<<"${LANNU_LAUNCHER:-python}"
 rc=0
