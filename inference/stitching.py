@@ -166,7 +166,7 @@ def patchify_and_stitch(
                     )
                 sums.append(image_sized_zeros(leaf, stride_f, (height, width)))
                 if stride_f not in weights:
-                    weights[stride_f] = image_sized_zeros(leaf, stride_f, (height, width))[0]
+                    weights[stride_f] = torch.zeros(sums[-1].shape[-2:], device=leaf.device)
                     window_weights[stride_f] = gaussian_importance(leaf.shape[-2:], leaf.device)
         for leaf, total in zip(leaves, sums, strict=True):
             stride_f = height // total.shape[-2]

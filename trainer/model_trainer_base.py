@@ -348,6 +348,16 @@ class ModelTrainerBase(ABC):
         except ValueError as err:  # a stride that does not fit the network's output grid
             raise ConfigError(f"SAMPLER.PATCH.STITCH_STRIDE: {err}") from None
 
+    @torch.no_grad()
+    def check_stitch_stride(self) -> None:
+        """Stitch one blank patch-sized image as inference will, so that a STITCH_STRIDE that
+        does not fit the network's output grid is refused before training, not after it."""
+        was_training = self.network.training
+        self.network.eval()
+        blank = torch.zeros(1, 1, *self.sample_patch_size, device=self.device)
+        self.whole_image_forward(blank, self.network)
+        self.network.train(was_training)
+
     def coarse_candidates(self, image: torch.Tensor) -> np.ndarray:
         """(K, 2) x,y of each landmark in pixels of the (1, 1, H, W) ``image``, predicted by the
         full-image model of SAMPLER.PATCH.COARSE_CHECKPOINT on the image resized to its input."""
@@ -409,6 +419,8 @@ class ModelTrainerBase(ABC):
         self.initialize_label_generator()
         self.initialize_optimizer_and_scheduler()
         self.initialize_loss_function()
+        if self.patch_sampling and self.inference_mode == "patchify_and_stitch":
+            self.check_stitch_stride()
         self.tracker.log_model(self.network)
         n_params = sum(p.numel() for p in self.network.parameters())
         logger.info(
