@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from inference.predictions import target_coords
-from utils.coordinates import resize_coords
+from utils.coordinates import resize_coords, resize_heatmaps
+from utils.metrics import radial_errors
 from utils.plotting import FIGURE_DPI, plt
 from utils.result_figures import file_stem
 
@@ -93,22 +94,21 @@ def save_debug_batch(
         decoded: (coords (B, K, 2) in the evaluation mode's pixels, uncertainty (B, K), ...).
     """
     folder.mkdir(parents=True, exist_ok=True)
-    heatmaps = trainer.display_heatmaps(output).float()
-    if tuple(heatmaps.shape[-2:]) != trainer.input_size:  # a coarser map: show it at input size
-        heatmaps = torch.nn.functional.interpolate(heatmaps, size=trainer.input_size)
+    shown = tuple(batch["image"].shape[-2:])  # the image the network saw: figures use its pixels
+    heatmaps = trainer.display_heatmaps(output).float()[..., : shown[0], : shown[1]]
+    if tuple(heatmaps.shape[-2:]) != shown:  # a coarser map: show it at image size
+        heatmaps = resize_heatmaps(heatmaps, shown)
     coords, uncertainty = decoded[0].float().cpu().numpy(), decoded[1].float().cpu().numpy()
+    in_input = trainer.evaluation_mode == "use_input_size"
     for row, index in enumerate(batch["index"].tolist()):
         sample = dataset.samples[index]
         size = tuple(batch["original_size"][row].tolist())
-        in_input = trainer.evaluation_mode == "use_input_size"
-        predictions = (
-            coords[row] if in_input else resize_coords(coords[row], size, trainer.input_size)
-        )
+        predictions = coords[row] if in_input else resize_coords(coords[row], size, shown)
         errors = np.full(len(predictions), np.nan)
         targets = np.full_like(predictions, np.nan)
         if sample.has_annotation:
-            target = target_coords(sample, size, trainer.evaluation_mode, trainer.input_size)
-            errors = np.linalg.norm(coords[row] - target, axis=-1)
+            target = target_coords(sample, size, trainer.evaluation_mode, trainer.image_size)
+            errors = radial_errors(coords[row], target)
             targets = batch["coords"][row].numpy()
         save_heatmap_debug_figure(
             batch["image"][row, 0].numpy(),
