@@ -190,7 +190,7 @@ def is_auto(value) -> bool:
 
 def auto_keys(cfg: CN) -> list[str]:
     """The keys of ``cfg`` that are still "auto"."""
-    return [key for key in AUTO_KEYS if is_auto(_get(cfg, key))]
+    return [key for key in AUTO_KEYS if is_auto(get_value(cfg, key))]
 
 
 def get_cfg_defaults() -> CN:
@@ -200,10 +200,6 @@ def get_cfg_defaults() -> CN:
 
 def get_value(cfg: CN, dotted_key: str):
     """The value of a dotted key such as ``"SOLVER.BASE_LR"``."""
-    return _get(cfg, dotted_key)
-
-
-def _get(cfg: CN, dotted_key: str):
     node = cfg
     for part in dotted_key.split("."):
         node = node[part]
@@ -228,7 +224,7 @@ def _parse_opts(cfg: CN, opts: list[str]) -> list:
         except yaml.YAMLError:
             value = text
         with contextlib.suppress(KeyError):  # an unknown key: yacs names it below
-            value = _coerce_number(_get(cfg, key), value)
+            value = _coerce_number(get_value(cfg, key), value)
         parsed += [key, value]
     return parsed
 
@@ -251,11 +247,11 @@ def _is_number(value) -> bool:
 def validate_cfg(cfg: CN) -> None:
     """Raise ConfigError naming the key for any value the framework cannot honour."""
     for key, choices in _CHOICES.items():
-        if _get(cfg, key) not in choices:
-            raise ConfigError(f"{key} = {_get(cfg, key)!r}; choose one of {list(choices)}")
+        if get_value(cfg, key) not in choices:
+            raise ConfigError(f"{key} = {get_value(cfg, key)!r}; choose one of {list(choices)}")
     _validate_auto_keys(cfg)
     for key in ("SAMPLER.INPUT_SIZE", "SAMPLER.PATCH.SAMPLE_PATCH_SIZE"):
-        size = _get(cfg, key)
+        size = get_value(cfg, key)
         if is_auto(size):
             continue
         if len(size) != 2 or not all(_is_number(s) and int(s) == s >= 8 for s in size):
@@ -274,10 +270,10 @@ def validate_cfg(cfg: CN) -> None:
     if not all(isinstance(p, str) for p in cfg.INFERENCE.ENSEMBLE_CHECKPOINTS):
         raise ConfigError("INFERENCE.ENSEMBLE_CHECKPOINTS must be a list of file paths")
     for key in ("SOLVER.MAX_EPOCHS", "SOLVER.MINI_BATCH_SIZE", "SOLVER.DATA_LOADER_BATCH_SIZE"):
-        if is_auto(_get(cfg, key)):
+        if is_auto(get_value(cfg, key)):
             continue
-        if not isinstance(_get(cfg, key), int) or _get(cfg, key) < 1:
-            raise ConfigError(f"{key} = {_get(cfg, key)}; it must be at least 1")
+        if not isinstance(get_value(cfg, key), int) or get_value(cfg, key) < 1:
+            raise ConfigError(f"{key} = {get_value(cfg, key)}; it must be at least 1")
     if cfg.TRAINER.EARLY_STOP_PATIENCE < 1:
         raise ConfigError("TRAINER.EARLY_STOP_PATIENCE must be at least 1 (epochs)")
     if cfg.SOLVER.WARMUP_EPOCHS < 0:
@@ -292,7 +288,7 @@ def validate_cfg(cfg: CN) -> None:
         if cfg.SAMPLER.SAMPLE_MODE == "patch_bias"
         else "SAMPLER.INPUT_SIZE"
     )
-    size = _get(cfg, size_key)
+    size = get_value(cfg, size_key)
     if cfg.MODEL.ARCHITECTURE == "PHD-Net" and not is_auto(size) and any(s % patch for s in size):
         raise ConfigError(
             f"{size_key} {list(size)} must be divisible "
@@ -323,7 +319,7 @@ def validate_cfg(cfg: CN) -> None:
             "INFERENCE.ENSEMBLE_UNCERTAINTY_KEYS",
             "INFERENCE.UNCERTAINTY_SMHA_MODEL_IDX",
         ):
-            if _get(cfg, key) != _get(_C, key):
+            if get_value(cfg, key) != get_value(_C, key):
                 raise ConfigError(f"{key} is used only with INFERENCE.ENSEMBLE_INFERENCE True")
     else:
         if cfg.MODEL.CHECKPOINT:
@@ -379,7 +375,7 @@ def validate_cfg(cfg: CN) -> None:
 def _validate_auto_keys(cfg: CN) -> None:
     """The "auto"-only keys, and the values "auto" keys may hold instead of "auto"."""
     for key, auto_key in AUTO_ONLY_KEYS.items():
-        if _get(cfg, key) != _get(_C, key) and not is_auto(_get(cfg, auto_key)):
+        if get_value(cfg, key) != get_value(_C, key) and not is_auto(get_value(cfg, auto_key)):
             raise ConfigError(f'{key} is used only with {auto_key} "auto"')
     pixels = cfg.SAMPLER.MAX_INPUT_PIXELS
     if not isinstance(pixels, int) or isinstance(pixels, bool) or pixels < 64:
@@ -438,7 +434,7 @@ def _validate_tracking(cfg: CN) -> None:
     """Comet keys only with Comet on, and the optional packages that enabled options need."""
     if not cfg.OUTPUT.USE_COMETML_LOGGING:
         for key in _COMET_KEYS:
-            if _get(cfg, key) != _get(_C, key):
+            if get_value(cfg, key) != get_value(_C, key):
                 raise ConfigError(f"{key} is used only with OUTPUT.USE_COMETML_LOGGING True")
     tags = cfg.OUTPUT.COMET_TAGS
     if not isinstance(tags, list | tuple) or not all(isinstance(t, str) for t in tags):
@@ -447,7 +443,7 @@ def _validate_tracking(cfg: CN) -> None:
     if not isinstance(figures, int) or isinstance(figures, bool) or figures < -1:
         raise ConfigError("OUTPUT.PREDICTION_FIGURES must be -1 (all), 0 (none) or a count")
     for key, module in _OPTIONAL_PACKAGES:
-        if _get(cfg, key) and importlib.util.find_spec(module) is None:
+        if get_value(cfg, key) and importlib.util.find_spec(module) is None:
             raise ConfigError(f"{key} True needs the {module} package: {_TRACKING_PIP}")
 
 
@@ -472,7 +468,7 @@ def unused_keys(cfg: CN) -> list[str]:
         and cfg.SAMPLER.PATCH.RESOLUTION_TO_SAMPLE_FROM == "full"
     ):
         keys = (*keys, "SAMPLER.INPUT_SIZE")
-    return [key for key in keys if _get(cfg, key) != _get(_C, key)]
+    return [key for key in keys if get_value(cfg, key) != get_value(_C, key)]
 
 
 def load_cfg(cfg_file: str | Path | None = None, opts: list[str] | None = None) -> CN:

@@ -27,7 +27,7 @@ from config import (
     set_value,
     validate_cfg,
 )
-from datasets.dataset_base import annotation_path, resolve_annotation_file
+from datasets.dataset_base import prepared_annotation_file
 from datasets.dataset_index import get_dataset_class
 from datasets.fingerprint import Fingerprint, cached_fingerprint, format_report, raise_on_errors
 from inference.cross_validation import fold_numbers
@@ -234,13 +234,10 @@ def annotation_files(cfg: CfgNode) -> list[Path]:
         if cfg.TRAINER.CROSS_VALIDATION
         else [int(cfg.TRAINER.FOLD)]
     )
-    files = []
-    for fold in folds:
-        dataset_class.prepare_data(
-            Path(cfg.DATASET.ROOT), annotation_path(cfg.DATASET.SRC_TARGETS, fold)
-        )
-        files.append(resolve_annotation_file(cfg.DATASET.SRC_TARGETS, fold))
-    return files
+    return [
+        prepared_annotation_file(dataset_class, cfg.DATASET.ROOT, cfg.DATASET.SRC_TARGETS, fold)
+        for fold in folds
+    ]
 
 
 def cache_dir() -> Path:

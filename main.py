@@ -167,8 +167,7 @@ def run(argv: list[str] | None = None) -> None:
         sys.stdout.write("".join(f"# {line}\n" for line in plan) + cfg.dump())
         return
     if cfg.TRAINER.CROSS_VALIDATION:
-        fold_numbers(cfg.DATASET.SRC_TARGETS)  # fail early on a missing folder
-        build_trainer(cfg)  # and on unknown architecture or dataset class
+        build_trainer(cfg)  # fail early on an unknown architecture or dataset class
         start_run_logging(cfg, args, plan)
         cross_validate(cfg)
         return

@@ -49,6 +49,15 @@ def resolve_annotation_file(src_targets: str | Path, fold: int) -> Path:
     return path
 
 
+def prepared_annotation_file(
+    dataset_class: type[DatasetBase], root: str | Path, src_targets: str | Path, fold: int
+) -> Path:
+    """:func:`resolve_annotation_file`, after ``dataset_class.prepare_data`` had its chance to
+    create or convert the data (the synthetic demo generates itself)."""
+    dataset_class.prepare_data(Path(root), annotation_path(src_targets, fold))
+    return resolve_annotation_file(src_targets, fold)
+
+
 def read_dataset_json(path: str | Path) -> dict:
     """Parse and check the top level of a dataset JSON; errors name the file."""
     path = Path(path)

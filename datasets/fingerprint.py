@@ -24,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from datasets.dataset_base import SPLITS, read_dataset_json
-from utils.coordinates import coords_inside
+from utils.coordinates import coords_inside, resize_coords
 from utils.errors import DataError
 from utils.image_io import read_image
 
@@ -205,13 +205,10 @@ def compute_fingerprint(
                 errors.append(f"lacks the attributes {missing} that the dataset class needs")
             path = root / raw["image"]
             loaded = None
-            if not path.is_file():
-                errors.append(f"image file not found: {path}")
-            else:
-                try:
-                    loaded = read_image(path)
-                except DataError as err:
-                    errors.append(str(err))
+            try:
+                loaded = read_image(path)  # names a missing file as "image file not found"
+            except DataError as err:
+                errors.append(str(err))
             if loaded is not None:
                 size = loaded.pixels.shape
                 sizes.append([int(size[0]), int(size[1])])
@@ -230,7 +227,8 @@ def compute_fingerprint(
                             f"{size[0]}x{size[1]} (HxW) image"
                         )
                     px_coords.append(coords)
-                    rel_coords.append((coords + 0.5) / np.array([size[1], size[0]]))
+                    # fractions of the image: the unit-image resize, whose -0.5 cancels in the std
+                    rel_coords.append(resize_coords(coords, size, (1, 1)))
             issues += [Issue("error", split, sample_id, position, m) for m in errors]
             issues += [Issue("warning", split, sample_id, position, m) for m in warnings]
     progress.close()
@@ -309,10 +307,13 @@ def cached_fingerprint(
     fingerprint = compute_fingerprint(
         json_path, root, landmarks, default_pixel_size, attribute_keys
     )
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
     partial = cache_file.with_suffix(f".{os.getpid()}.tmp")
-    partial.write_text(fingerprint.to_json())
-    partial.replace(cache_file)  # atomic: a parallel run never reads half a file
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text(fingerprint.to_json())
+        partial.replace(cache_file)  # atomic: a parallel run never reads half a file
+    except OSError as err:  # the cache only saves time: a read-only home must not stop a run
+        logger.warning("could not cache the dataset fingerprint in %s: %s", cache_dir, err)
     return fingerprint
 
 

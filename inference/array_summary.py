@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from config import load_cfg
+from config_auto import prepare_config
 from inference.cross_validation import fold_config, summarise_cross_validation
 from inference.predictor import run_inference
 from trainer.model_trainer_index import build_trainer
@@ -44,7 +45,8 @@ def test_folds(cfg, folds: list[int], seeds: list[int], output_dir: Path) -> dic
     """Test every fold's model(s) on its testing list; the results folder of each fold."""
     results = {}
     for fold in folds:
-        fold_cfg = fold_config(cfg, fold, output_dir)
+        # "auto" values resolved as the fold's array task resolved them (main.py)
+        fold_cfg, _ = prepare_config(fold_config(cfg, fold, output_dir))
         trainer = build_trainer(fold_cfg)
         test_set, calibration_set = trainer.evaluation_sets()
         checkpoints = fold_checkpoints(output_dir, fold, seeds)

@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_cfg(args.cfg, [*args.opts, "SOLVER.DATA_LOADER_BATCH_SIZE", "auto"])
         start = time.perf_counter()
+        if args.landmarks and not args.image_size:
+            parser.error("--landmarks needs --image-size")
         if args.image_size:
             if not args.landmarks:
                 parser.error("--image-size needs --landmarks")

@@ -97,6 +97,15 @@ def test_landmark_selection_and_unannotated_training_sample(hand_dataset):
     assert any(s == "b" and "index 5" in m for _, s, m in errors)
 
 
+def test_unwritable_cache_only_warns(hand_dataset, tmp_path, caplog):
+    json_path, root = hand_dataset
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    fingerprint = cached_fingerprint(json_path, root, not_a_folder / "cache")
+    assert fingerprint.split_counts["training"] == 3
+    assert "could not cache the dataset fingerprint" in caplog.text
+
+
 def test_cache_reads_the_data_once_until_a_file_changes(hand_dataset, tmp_path, monkeypatch):
     json_path, root = hand_dataset
     cache = tmp_path / "cache"

@@ -7,6 +7,7 @@ are written by the trainer itself, whatever the trackers.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -85,3 +86,14 @@ class TrackerGroup(Tracker):
     def close(self):
         for tracker in self.trackers:
             tracker.close()
+
+
+def measured_metrics(metrics: Mapping[str, float]) -> tuple[int, dict[str, float]]:
+    """(epoch, the other metrics of a ``metrics.csv`` row that were measured, i.e. not NaN)."""
+    measured = {k: v for k, v in metrics.items() if k != "epoch" and not math.isnan(v)}
+    return int(metrics["epoch"]), measured
+
+
+def code_block(text: str) -> str:
+    """``text`` indented by four spaces: a Markdown code block (TensorBoard's text panel)."""
+    return "\n".join(f"    {line}" for line in text.splitlines())

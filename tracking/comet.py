@@ -8,7 +8,6 @@ table plus its CSV files as assets and its figures as images.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -19,7 +18,7 @@ import pandas as pd
 import yaml
 from torch import nn
 
-from tracking.base import Tracker, flatten_config
+from tracking.base import Tracker, flatten_config, measured_metrics
 from utils.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -130,10 +129,9 @@ class CometTracker(Tracker):
         self.experiment.log_other("parameters", sum(p.numel() for p in network.parameters()))
 
     def log_epoch(self, metrics: Mapping[str, float]) -> None:
-        epoch = int(metrics["epoch"])
-        for name, value in metrics.items():
-            if name != "epoch" and not math.isnan(value):  # NaN: not measured this run
-                self.experiment.log_metric(name, value, step=epoch, epoch=epoch)
+        epoch, measured = measured_metrics(metrics)  # NaN: not measured this run
+        for name, value in measured.items():
+            self.experiment.log_metric(name, value, step=epoch, epoch=epoch)
 
     def log_results(self, folder: Path, summary: pd.DataFrame, figures: Sequence[Path]) -> None:
         name = folder.name

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ import yaml
 from PIL import Image
 from torch import nn
 
-from tracking.base import Tracker
+from tracking.base import Tracker, code_block, measured_metrics
 
 
 class TensorBoardTracker(Tracker):
@@ -26,23 +25,19 @@ class TensorBoardTracker(Tracker):
         self.writer = SummaryWriter(log_dir=str(log_dir))
 
     def log_config(self, config: Mapping[str, Any]) -> None:
-        lines = yaml.safe_dump(dict(config)).splitlines()
-        self.writer.add_text("config", "\n".join(f"    {line}" for line in lines))  # code block
+        self.writer.add_text("config", code_block(yaml.safe_dump(dict(config))))
 
     def log_model(self, network: nn.Module) -> None:
-        text = "\n".join(f"    {line}" for line in str(network).splitlines())
-        self.writer.add_text("model", text)
+        self.writer.add_text("model", code_block(str(network)))
 
     def log_epoch(self, metrics: Mapping[str, float]) -> None:
-        epoch = int(metrics["epoch"])
-        for name, value in metrics.items():
-            if name != "epoch" and not math.isnan(value):
-                self.writer.add_scalar(name, value, epoch)
+        epoch, measured = measured_metrics(metrics)
+        for name, value in measured.items():
+            self.writer.add_scalar(name, value, epoch)
 
     def log_results(self, folder: Path, summary: pd.DataFrame, figures: Sequence[Path]) -> None:
         table = summary.to_string(index=False, float_format=lambda v: f"{v:.2f}")
-        text = "\n".join(f"    {line}" for line in table.splitlines())  # a code block
-        self.writer.add_text(f"{folder.name}/summary", text)
+        self.writer.add_text(f"{folder.name}/summary", code_block(table))
         for path in figures:
             with Image.open(path) as image:
                 pixels = np.asarray(image.convert("RGB"))

@@ -60,6 +60,7 @@ def cuda_batch_probe(
     """(probe, memory limit): a trainer of ``cfg`` (every other value resolved) on ``device``,
     and the memory free on the device now plus what this process already holds."""
     probe_cfg = cfg.clone()
+    probe_cfg.defrost()  # a clone of a frozen config is frozen too
     probe_cfg.TRAINER.DEVICE = str(device)
     probe_cfg.freeze()
     trainer = build_trainer(probe_cfg)

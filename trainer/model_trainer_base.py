@@ -29,12 +29,7 @@ from tqdm import tqdm
 from yacs.config import CfgNode
 
 from config import auto_keys
-from datasets.dataset_base import (
-    DatasetBase,
-    annotation_path,
-    read_dataset_json,
-    resolve_annotation_file,
-)
+from datasets.dataset_base import DatasetBase, prepared_annotation_file, read_dataset_json
 from datasets.patch_sampling import PatchSampler
 from datasets.sampling import SeededEpochSampler
 from inference.coarse_to_fine import refine_around_candidates
@@ -447,9 +442,9 @@ class ModelTrainerBase(ABC):
 
     def annotation_file(self) -> Path:
         """The dataset JSON of this run (after letting the dataset class prepare its data)."""
-        expected = annotation_path(self.annotation_source, self.fold)
-        self.dataset_class.prepare_data(self.dataset_root, expected)
-        return resolve_annotation_file(self.annotation_source, self.fold)
+        return prepared_annotation_file(
+            self.dataset_class, self.dataset_root, self.annotation_source, self.fold
+        )
 
     def make_dataset(self, split: str, augment: bool = False, patches: bool = False) -> DatasetBase:
         """One split of the annotation file at ``image_size``; with ``patches``, as patches."""

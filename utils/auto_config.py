@@ -6,7 +6,6 @@ value and, where it helps the log, the reason. Sizes are (H, W) in pixels.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable, Sequence
 
@@ -14,8 +13,6 @@ import torch
 
 from models.unet_classic import plan_unet_features
 from utils.errors import ConfigError
-
-logger = logging.getLogger(__name__)
 
 # Samples x pixels per CPU batch: the hand-set CPU benchmark's 8 images of 256 x 256.
 CPU_PIXELS_PER_BATCH = 8 * 256 * 256

@@ -11,6 +11,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+FIGURE_DPI = 100
+IMAGE_FIGURE_LONG_SIDE = 800  # pixels of an image figure's longer side
+
 
 def save_training_curves(metrics: pd.DataFrame, path: Path) -> None:
     """Training and validation loss (log scale) and validation MRE per epoch."""
@@ -27,23 +30,20 @@ def save_training_curves(metrics: pd.DataFrame, path: Path) -> None:
     ax_err.set_xlabel("epoch")
     ax_err.set_ylabel("validation MRE (px of the original image)")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=FIGURE_DPI)
     plt.close(fig)
 
 
-FIGURE_DPI = 100
-IMAGE_FIGURE_LONG_SIDE = 800  # pixels of an image figure's longer side
-
-
-def image_figure(size: tuple[int, int], long_side: int = IMAGE_FIGURE_LONG_SIDE):
-    """A figure whose one axes is exactly an (H, W) image, scaled by ``long_side / max(H, W)``.
+def image_figure(size: tuple[int, int]):
+    """A figure whose one axes is exactly an (H, W) image, scaled by
+    ``IMAGE_FIGURE_LONG_SIDE / max(H, W)``.
 
     Point (x, y) of the image lands on figure pixel ((x + 0.5)·s, (y + 0.5)·s) of the saved PNG
     (save with ``fig.savefig(path, dpi=FIGURE_DPI)``, no tight bounding box), so a figure can be
     checked pixel by pixel. Returns (fig, ax) with the image's limits set and the axis hidden.
     """
     height, width = int(size[0]), int(size[1])
-    scale = long_side / max(height, width)
+    scale = IMAGE_FIGURE_LONG_SIDE / max(height, width)
     fig = plt.figure(figsize=(width * scale / FIGURE_DPI, height * scale / FIGURE_DPI))
     ax = fig.add_axes((0, 0, 1, 1))
     ax.set_xlim(-0.5, width - 0.5)
@@ -85,5 +85,5 @@ def save_uncertainty_curves(table: pd.DataFrame, path: Path, num_bins: int = 10)
     ax.set_ylabel("mean radial error (px)")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=FIGURE_DPI)
     plt.close(fig)

@@ -77,7 +77,12 @@ def sbatch_commands(
 
 def submit(command: list[str]) -> str:
     """Run sbatch; its job id (``--parsable`` prints ``id[;cluster]``)."""
-    result = subprocess.run(command, capture_output=True, text=True)
+    try:
+        result = subprocess.run(command, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise SystemExit(
+            "error: sbatch not found: run on a Slurm login node, or use --dry-run"
+        ) from None
     if result.returncode:
         raise SystemExit(f"error: sbatch failed: {result.stderr.strip()}")
     return result.stdout.strip().split(";")[0]
