@@ -111,7 +111,8 @@ def _supervised_levels(cfg: CfgNode) -> int:
             int(unet.MAX_FEATURES),
         )
     except ValueError as err:
-        raise ConfigError(f"SAMPLER.INPUT_SIZE: {err}") from None
+        key = "PATCH.SAMPLE_PATCH_SIZE" if cfg.SAMPLER.SAMPLE_MODE == "patch_bias" else "INPUT_SIZE"
+        raise ConfigError(f"SAMPLER.{key}: {err}") from None
     if not cfg.SOLVER.DEEP_SUPERVISION:
         return 1
     return min(int(cfg.SOLVER.NUM_RES_SUPERVISIONS), len(features) - 1)

@@ -98,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_cfg(args.cfg, args.opts)
         folds = fold_numbers(cfg.DATASET.SRC_TARGETS)
+        # Check now what every array task will run with (submit_train.sh adds these), not after
+        # the tasks have waited in the queue.
+        task = ["TRAINER.FOLD", str(folds[0]), "TRAINER.CROSS_VALIDATION", "False"]
+        load_cfg(args.cfg, [*args.opts, *task, "TRAINER.AUTO_RESUME", "True"])
     except LannuError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
