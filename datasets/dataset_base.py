@@ -286,9 +286,9 @@ class DatasetBase(Dataset):
             coords = np.asarray(sample.coords, dtype=np.float64)
         else:
             coords = resize_coords(sample.coords, original_size, self.input_size)
-        if seed is None and self.augmentation is not None:
-            seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
         if self.augmentation is not None:
+            if seed is None:
+                seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
             image, coords = self.augmentation(image, coords, seed)
         visible = coords_inside(coords, image.shape) & sample.has_annotation
         corner = np.zeros(2, dtype=np.int64)

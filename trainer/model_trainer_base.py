@@ -171,6 +171,10 @@ class ModelTrainerBase(ABC):
         self.inference_mode = patch.INFERENCE_MODE
         self.stitch_stride = tuple(int(s) for s in patch.STITCH_STRIDE) or None
         self.coarse_checkpoint = patch.COARSE_CHECKPOINT
+        if self.coarse_checkpoint and not Path(self.coarse_checkpoint).is_file():
+            raise CheckpointError(  # now, not after the first training epoch
+                f"SAMPLER.PATCH.COARSE_CHECKPOINT not found: {self.coarse_checkpoint}"
+            )
         self.coarse_trainer: ModelTrainerBase | None = None  # loaded at first use
         # Images are read at INPUT_SIZE, or at their own size (None) for full-resolution patches.
         full_resolution = self.patch_sampling and patch.RESOLUTION_TO_SAMPLE_FROM == "full"
