@@ -92,9 +92,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def load_coarse_trainer(checkpoint: str | Path, device: torch.device) -> ModelTrainerBase:
+def load_coarse_trainer(
+    checkpoint: str | Path, device: torch.device, tta_flip: bool
+) -> ModelTrainerBase:
     """A trainer holding the full-image model of ``checkpoint``, built from the config saved in
-    it, set to decode into the pixels of whatever size it is given (scale_heatmap_first)."""
+    it, set to decode into the pixels of whatever size it is given (scale_heatmap_first) and to
+    use flip TTA as the run that loads it does."""
     from config import get_cfg_defaults  # here: the config module reads no trainer
     from trainer.model_trainer_index import build_trainer
 
@@ -107,6 +110,7 @@ def load_coarse_trainer(checkpoint: str | Path, device: torch.device) -> ModelTr
             "model trained on whole resized images (SAMPLER.SAMPLE_MODE full)"
         )
     cfg.INFERENCE.EVALUATION_MODE = "scale_heatmap_first"
+    cfg.INFERENCE.TTA_FLIP = tta_flip
     cfg.TRAINER.DEVICE = str(device)
     cfg.freeze()
     trainer = build_trainer(cfg)
@@ -361,7 +365,9 @@ class ModelTrainerBase(ABC):
         """(K, 2) x,y of each landmark in pixels of the (1, 1, H, W) ``image``, predicted by the
         full-image model of SAMPLER.PATCH.COARSE_CHECKPOINT on the image resized to its input."""
         if self.coarse_trainer is None:
-            self.coarse_trainer = load_coarse_trainer(self.coarse_checkpoint, self.device)
+            self.coarse_trainer = load_coarse_trainer(
+                self.coarse_checkpoint, self.device, self.tta_flip
+            )
             if self.coarse_trainer.landmark_ids != self.landmark_ids:
                 raise CheckpointError(
                     f"{self.coarse_checkpoint}: predicts landmarks "
