@@ -45,6 +45,7 @@ _C.SAMPLER.PATCH.SAMPLE_PATCH_SIZE = [512, 512]  # [height, width] of sampled pa
 _C.SAMPLER.PATCH.SAMPLER_BIAS = 0.66  # probability that a patch contains a landmark
 _C.SAMPLER.PATCH.INFERENCE_MODE = "fully_convolutional"  # "patchify_and_stitch", "coarse_to_fine"
 _C.SAMPLER.PATCH.COARSE_CHECKPOINT = None  # coarse_to_fine: a full-image model's checkpoint
+_C.SAMPLER.PATCH.POSITION_CHANNELS = True  # also give the network each pixel's x, y in the image
 _C.SAMPLER.PATCH.STITCH_STRIDE = []  # [y, x] step between stitched windows; [] = half a patch
 
 # ----------------------------------------------------------------------------------------------

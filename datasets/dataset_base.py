@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from datasets.patch_sampling import PatchSampler, crop_patch
 from transforms.dataloader_transforms import Augmentation
-from utils.coordinates import coords_inside, resize_coords, resize_image
+from utils.coordinates import coords_inside, position_channels, resize_coords, resize_image
 from utils.errors import DataError
 from utils.image_io import normalise_image, read_image
 
@@ -173,7 +173,9 @@ class DatasetBase(Dataset):
     size), optionally augmented, and optionally cut into a patch by ``patch_sampler``.
 
     ``__getitem__`` returns a dict of tensors:
-      - ``image`` (1, H, W) float32, normalised per image (the patch, with a patch sampler);
+      - ``image`` (C, H, W) float32 (the patch, with a patch sampler): channel 0 the image,
+        normalised per image; with ``with_position`` two more channels, the x and y of each
+        pixel in the (resized, augmented) whole image (``utils.coordinates.position_channels``);
       - ``coords`` (K, 2) x,y in pixels of the resized image after augmentation (zeros if
         unannotated); with a patch sampler still of the whole image, not of the patch;
       - ``visible`` (K,) float32: 1 where the landmark is annotated and inside ``image``;
@@ -205,6 +207,7 @@ class DatasetBase(Dataset):
         default_pixel_size: tuple[float, float] | None = None,
         max_samples: int = -1,
         patch_sampler: PatchSampler | None = None,
+        with_position: bool = False,
     ) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -213,6 +216,7 @@ class DatasetBase(Dataset):
         self.input_size = None if input_size is None else (int(input_size[0]), int(input_size[1]))
         self.augmentation = augmentation
         self.patch_sampler = patch_sampler
+        self.with_position = with_position
         self.default_pixel_size = tuple(default_pixel_size) if default_pixel_size else None
         data = read_dataset_json(self.json_path)
         raw = data.get(split, [])
@@ -292,14 +296,18 @@ class DatasetBase(Dataset):
             image, coords = self.augmentation(image, coords, seed)
         visible = coords_inside(coords, image.shape) & sample.has_annotation
         corner = np.zeros(2, dtype=np.int64)
+        whole_size = image.shape
         if self.patch_sampler is not None:
             # Without augmentation (validation) the patch depends on the sample alone.
             rng = np.random.default_rng([index if seed is None else seed, 1])
             corner = self.patch_sampler.corner(coords, visible, image.shape, rng)
             image = crop_patch(image, corner, self.patch_sampler.patch_size)
             visible = visible & coords_inside(coords - corner, image.shape)
+        channels = [image[None]]
+        if self.with_position:
+            channels.append(position_channels(image.shape, corner, whole_size))
         return {
-            "image": torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None],
+            "image": torch.from_numpy(np.concatenate(channels).astype(np.float32, copy=False)),
             "coords": torch.as_tensor(coords, dtype=torch.float32),
             "visible": torch.as_tensor(visible, dtype=torch.float32),
             "patch_corner": torch.as_tensor(corner, dtype=torch.float32),

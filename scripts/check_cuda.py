@@ -44,7 +44,9 @@ def check_training(cfg, num_landmarks: int, steps: int, amp: bool) -> dict:
     cfg.freeze()
     trainer = build_trainer(cfg)
     trainer.initialize(num_landmarks)
-    batch = synthetic_batch(trainer.batch_size, trainer.network_input_size, num_landmarks)
+    batch = synthetic_batch(
+        trainer.batch_size, trainer.network_input_size, num_landmarks, trainer.input_channels
+    )
     before = [p.detach().clone() for p in trainer.network.parameters()]
     for _ in range(5):
         trainer.train_step(batch)
@@ -73,7 +75,7 @@ def check_training(cfg, num_landmarks: int, steps: int, amp: bool) -> dict:
 
 def check_inference(trainer, image_size: list[int]) -> dict:
     size = image_size if trainer.image_size is None else trainer.image_size
-    image = torch.randn(1, 1, *size, device="cuda")
+    image = torch.randn(1, trainer.input_channels, *size, device="cuda")
     trainer.network.eval()
     for _ in range(2):  # the first pass includes cuDNN's algorithm search
         torch.cuda.synchronize()

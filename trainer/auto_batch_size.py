@@ -17,14 +17,14 @@ from trainer.model_trainer_index import build_trainer
 
 
 def synthetic_batch(
-    batch_size: int, input_size: tuple[int, int], num_landmarks: int
+    batch_size: int, input_size: tuple[int, int], num_landmarks: int, channels: int = 1
 ) -> dict[str, torch.Tensor]:
-    """A random training batch: ``image`` (B, 1, H, W), ``coords`` (B, K, 2) x,y inside the
+    """A random training batch: ``image`` (B, channels, H, W), ``coords`` (B, K, 2) x,y inside the
     input, ``visible`` (B, K) ones, ``patch_corner`` (B, 2) zeros."""
     height, width = input_size
     coords = torch.rand(batch_size, num_landmarks, 2) * torch.tensor([width - 1, height - 1])
     return {
-        "image": torch.randn(batch_size, 1, height, width),
+        "image": torch.randn(batch_size, channels, height, width),
         "coords": coords,
         "visible": torch.ones(batch_size, num_landmarks),
         "patch_corner": torch.zeros(batch_size, 2),
@@ -36,7 +36,9 @@ def train_step_probe(trainer, device: torch.device) -> Callable[[int], int]:
     torch.cuda.OutOfMemoryError when it does not fit (after freeing what the step held)."""
 
     def probe(batch_size: int) -> int:
-        batch = synthetic_batch(batch_size, trainer.network_input_size, trainer.num_landmarks)
+        batch = synthetic_batch(
+            batch_size, trainer.network_input_size, trainer.num_landmarks, trainer.input_channels
+        )
         trainer.optimizer.zero_grad(set_to_none=True)
         gc.collect()
         torch.cuda.empty_cache()

@@ -133,6 +133,7 @@ class ModelTrainerBase(ABC):
         "SAMPLER.SAMPLE_MODE",
         "SAMPLER.PATCH.SAMPLE_PATCH_SIZE",
         "SAMPLER.PATCH.RESOLUTION_TO_SAMPLE_FROM",
+        "SAMPLER.PATCH.POSITION_CHANNELS",
     )
 
     def __init__(
@@ -180,6 +181,10 @@ class ModelTrainerBase(ABC):
                 f"SAMPLER.PATCH.COARSE_CHECKPOINT not found: {self.coarse_checkpoint}"
             )
         self.coarse_trainer: ModelTrainerBase | None = None  # loaded at first use
+        # A patch shows too little of the image to tell alike structures apart; two channels
+        # saying where the patch lies let the network rule out look-alikes far from a landmark.
+        self.position_channels = self.patch_sampling and bool(patch.POSITION_CHANNELS)
+        self.input_channels = 3 if self.position_channels else 1  # the image (+ x, y)
         # Images are read at INPUT_SIZE, or at their own size (None) for full-resolution patches.
         full_resolution = self.patch_sampling and patch.RESOLUTION_TO_SAMPLE_FROM == "full"
         self.image_size = None if full_resolution else self.input_size
@@ -314,8 +319,18 @@ class ModelTrainerBase(ABC):
             output = self.whole_image_forward(images, network)
             if not self.tta_flip:
                 return output
-            flipped = self.flip_output_back(self.whole_image_forward(images.flip(-2), network))
+            flipped = self.flip_output_back(
+                self.whole_image_forward(self.flip_input(images), network)
+            )
         return average_outputs([self.output_to_average(output), self.output_to_average(flipped)])
+
+    def flip_input(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) images flipped upside down for TTA_FLIP. Position channels are not
+        flipped: they say where each pixel of the flipped image lies, as in training, where
+        they are computed after augmentation."""
+        if not self.position_channels:
+            return images.flip(-2)
+        return torch.cat([images[:, :1].flip(-2), images[:, 1:]], dim=1)
 
     def whole_image_forward(self, images: torch.Tensor, network: torch.nn.Module) -> Any:
         """``network``'s output for whole (B, C, H, W) images: as it is after full-image
@@ -357,7 +372,7 @@ class ModelTrainerBase(ABC):
         does not fit the network's output grid is refused before training, not after it."""
         was_training = self.network.training
         self.network.eval()
-        blank = torch.zeros(1, 1, *self.sample_patch_size, device=self.device)
+        blank = torch.zeros(1, self.input_channels, *self.sample_patch_size, device=self.device)
         self.whole_image_forward(blank, self.network)
         self.network.train(was_training)
 
@@ -465,6 +480,7 @@ class ModelTrainerBase(ABC):
             root=self.dataset_root,
             input_size=self.image_size,
             patch_sampler=self.patch_sampler() if patches else None,
+            with_position=self.position_channels,
             landmarks=self.landmarks,
             augmentation=augmentation,
             cache_data=self.cache_data,
@@ -802,6 +818,11 @@ class ModelTrainerBase(ABC):
             section, *rest = key.split(".")
             trained, current = trained_cfg[section], self.cfg[section]
             for part in rest:
+                if part not in trained:
+                    raise CheckpointError(
+                        f"{path}: saved by an older version that did not record {key}; "
+                        "retrain, or load it with the version that trained it"
+                    )
                 trained, current = trained[part], current[part]
             if isinstance(current, list | tuple):  # YAML gives lists, yacs may give tuples
                 trained, current = list(trained), list(current)

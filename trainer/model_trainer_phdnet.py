@@ -54,7 +54,9 @@ class ModelTrainerPHDNet(ModelTrainerBase):
                 f"the network input {list(self.network_input_size)} must be divisible by "
                 f"the PHD-Net patch size {self.patch_size} (2^MAXPOOL_FACTOR)"
             )
-        self.network = PHDNet(1, self.num_landmarks, self.branch_scheme, self.maxpool_factor)
+        self.network = PHDNet(
+            self.input_channels, self.num_landmarks, self.branch_scheme, self.maxpool_factor
+        )
         self.input_multiple = self.patch_size
         grid = [s // self.patch_size for s in self.network_input_size]
         logger.info(

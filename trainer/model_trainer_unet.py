@@ -61,7 +61,7 @@ class ModelTrainerUNet(ModelTrainerBase):
                 len(features) - 1,
                 num_outputs,
             )
-        self.network = UNet(1, self.num_landmarks, features, num_outputs)
+        self.network = UNet(self.input_channels, self.num_landmarks, features, num_outputs)
         if self.regress_sigma:
             self.network = NetworkWithLearnedSigmas(
                 self.network, self.num_landmarks, self.gauss_sigma

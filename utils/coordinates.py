@@ -56,6 +56,36 @@ def coords_inside(coords: ArrayLike, size: Sequence[int]) -> ArrayLike:
     return (x >= -0.5) & (x <= width - 0.5) & (y >= -0.5) & (y <= height - 0.5)
 
 
+def position_channels(
+    patch_size: Sequence[int], corner: Sequence[int], image_size: Sequence[int]
+) -> np.ndarray:
+    """Where each pixel of a patch lies in its image, as two input channels for the network.
+
+    Args:
+        patch_size: (h, w) of the patch.
+        corner: x, y of the patch's top-left pixel in pixels of the image (may be negative).
+        image_size: (H, W) of the image.
+    Returns:
+        (2, h, w) float32: the x and the y of each pixel centre, scaled so that the image spans
+        [-1, 1] (``x -> (2x + 1) / W - 1``); 0 where the patch lies outside the image, as the
+        image channel is there (patches and stitched windows are padded with zeros).
+    """
+    patch_h, patch_w = int(patch_size[0]), int(patch_size[1])
+    height, width = int(image_size[0]), int(image_size[1])
+    x = np.arange(patch_w) + int(corner[0])
+    y = np.arange(patch_h) + int(corner[1])
+    x_scaled = np.where((x >= 0) & (x < width), (2 * x + 1) / width - 1, 0.0)
+    y_scaled = np.where((y >= 0) & (y < height), (2 * y + 1) / height - 1, 0.0)
+    inside = ((y >= 0) & (y < height))[:, None] & ((x >= 0) & (x < width))[None, :]
+    channels = np.stack(
+        [
+            np.broadcast_to(x_scaled[None, :], (patch_h, patch_w)),
+            np.broadcast_to(y_scaled[:, None], (patch_h, patch_w)),
+        ]
+    )
+    return (channels * inside).astype(np.float32)
+
+
 def resize_image(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
     """Resize a 2D ``(H, W)`` float image to ``size`` (h, w), centre-aligned.
 
