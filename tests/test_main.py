@@ -479,6 +479,9 @@ def test_full_resolution_patch_training_end_to_end(
     assert code == 0, err
     metrics = pd.read_csv(out / "metrics.csv")
     assert np.isfinite(metrics["val_mre_px"]).all() and np.isfinite(metrics["val_loss"]).all()
+    num_landmarks = len(read_dataset_json(tiny_data / "demo.json")["training"][0]["coordinates"])
+    assert (metrics["landmarks_per_sample"] > 0).all()
+    assert (metrics["landmarks_per_sample"] < num_landmarks).all()  # a patch misses some
     predictions = pd.read_csv(out / "results" / "model_best" / "predictions.csv")
     samples = parse_samples(
         read_dataset_json(tiny_data / "demo.json")["testing"],
@@ -522,6 +525,10 @@ def test_patch_model_predicts_with_either_inference_mode(tiny_data, tmp_path, ca
     full_image += ["MODEL.CHECKPOINT", str(out / "model_best.model")]
     code, err = run_main(["--cfg", DEMO_CFG, *full_image], capsys)
     assert code == 2 and "SAMPLER.SAMPLE_MODE" in err
+    # ... and so is one trained with position channels by a config without them.
+    no_position = [*stitched, "SAMPLER.PATCH.POSITION_CHANNELS", "False"]
+    code, err = run_main(["--cfg", DEMO_CFG, *no_position], capsys)
+    assert code == 2 and "POSITION_CHANNELS" in err
 
 
 def test_coarse_to_fine_uses_a_full_image_model(tiny_data, tmp_path, capsys):

@@ -146,3 +146,39 @@ def test_flip_tta_output_is_flip_equivariant(tmp_path):
     with torch.no_grad():
         single = plain.inference_forward(image)
     assert not torch.allclose(single[0], direct[0])  # TTA really averaged two predictions
+
+
+def test_flip_tta_leaves_position_channels_alone(tmp_path):
+    """Position channels say where each pixel of the (flipped) image lies, as in training."""
+    trainer = make_trainer(
+        tmp_path,
+        "SAMPLER.SAMPLE_MODE",
+        "patch_bias",
+        "SAMPLER.PATCH.SAMPLE_PATCH_SIZE",
+        "[16, 16]",
+    )
+    assert trainer.input_channels == 3
+    images = torch.randn(2, 3, 8, 6)
+    flipped = trainer.flip_input(images)
+    assert torch.equal(flipped[:, 0], images[:, 0].flip(-2))
+    assert torch.equal(flipped[:, 1:], images[:, 1:])
+    plain = make_trainer(tmp_path)
+    assert plain.input_channels == 1
+    assert torch.equal(plain.flip_input(images[:, :1]), images[:, :1].flip(-2))
+
+
+def test_patch_sparsity_is_recorded_and_explained(tmp_path, caplog):
+    trainer = make_trainer(
+        tmp_path,
+        "SAMPLER.SAMPLE_MODE",
+        "patch_bias",
+        "SAMPLER.PATCH.SAMPLE_PATCH_SIZE",
+        "[16, 16]",
+    )
+    with caplog.at_level("INFO"):
+        trainer.epoch = 1
+        trainer.on_epoch_end(2.0, 1.0, 5.0, 1e-3, 4.0, 5.0, landmarks_per_sample=0.75)
+    assert trainer.history[-1]["landmarks_per_sample"] == 0.75
+    warning = [r for r in caplog.records if "landmarks on average" in r.getMessage()]
+    assert len(warning) == 1 and warning[0].levelname == "WARNING"
+    assert "0.75 of 3 landmarks" in warning[0].getMessage() and "4.0x" in warning[0].getMessage()

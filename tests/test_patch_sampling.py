@@ -6,7 +6,7 @@ from conftest import write_json, write_png
 
 from datasets.dataset_generic import DatasetGeneric
 from datasets.patch_sampling import PatchSampler, crop_patch
-from utils.coordinates import coords_inside
+from utils.coordinates import coords_inside, position_channels
 
 
 @pytest.mark.parametrize("image_size", [(100, 120), (40, 30), (64, 64), (33, 200)])
@@ -96,3 +96,38 @@ def test_validation_patches_repeat(hand_dataset):
     first = [patches[i]["patch_corner"] for i in range(len(patches))]
     again = [patches[i]["patch_corner"] for i in range(len(patches))]
     assert all((a == b).all() for a, b in zip(first, again, strict=True))
+
+
+def test_position_channels_follow_the_pixel_centre_convention():
+    whole = position_channels((7, 9), (0, 0), (7, 9))
+    assert whole.shape == (2, 7, 9) and whole.dtype == np.float32
+    # Pixel centres x = 0 .. W - 1 span [-1 + 1/W, 1 - 1/W]: the image's edges are -1 and 1.
+    np.testing.assert_allclose(whole[0, 3], (2 * np.arange(9) + 1) / 9 - 1, atol=1e-6)
+    np.testing.assert_allclose(whole[1, :, 4], (2 * np.arange(7) + 1) / 7 - 1, atol=1e-6)
+
+
+@pytest.mark.parametrize("corner", [(0, 0), (-2, 5), (6, -3), (3, 2)])
+def test_position_channels_of_a_patch_are_a_crop_of_the_whole_images(corner):
+    """The invariant that makes stitched windows see what training patches saw: a patch's
+    channels are the whole image's, cropped and zero-padded like the image channel."""
+    whole = position_channels((7, 9), (0, 0), (7, 9))
+    patch = position_channels((4, 5), corner, (7, 9))
+    expected = np.stack([crop_patch(channel, corner, (4, 5)) for channel in whole])
+    np.testing.assert_array_equal(patch, expected)
+
+
+def test_dataset_adds_position_channels(tmp_path):
+    image = np.random.default_rng(0).integers(0, 255, (30, 40), dtype=np.uint8)
+    write_png(tmp_path / "img.png", image)
+    sample = {"id": "a", "image": "img.png", "coordinates": [[12.0, 7.0]]}
+    path = write_json(tmp_path / "d.json", {"training": [sample]})
+    dataset = DatasetGeneric(path, "training", tmp_path, input_size=None, with_position=True)
+    whole = dataset[0]["image"].numpy()
+    assert whole.shape == (3, 30, 40)
+    np.testing.assert_array_equal(whole[1:], position_channels((30, 40), (0, 0), (30, 40)))
+    patches = dataset.with_patches(PatchSampler((16, 24), bias=0.5))
+    for seed in range(10):
+        item = patches[(0, seed)]
+        corner = item["patch_corner"].numpy().astype(int)
+        expected = np.stack([crop_patch(channel, corner, (16, 24)) for channel in whole])
+        np.testing.assert_array_equal(item["image"].numpy(), expected)

@@ -50,7 +50,8 @@ class Tracker:
 
     def log_epoch(self, metrics: Mapping[str, float]) -> None:
         """One row of metrics.csv: ``epoch`` (1-based, the step) and train_loss, val_loss,
-        val_mre_px (pixels of the original images), lr, seconds, samples_per_s; NaN = not
+        val_mre_px (pixels of the original images), lr, seconds, samples_per_s,
+        landmarks_per_sample (landmarks in the average training sample or patch); NaN = not
         measured (no validation)."""
 
     def log_results(self, folder: Path, summary: pd.DataFrame, figures: Sequence[Path]) -> None:

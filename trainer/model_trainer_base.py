@@ -649,7 +649,7 @@ class ModelTrainerBase(ABC):
             self.sampler_generator.manual_seed(self.seed * 1000 + epoch)
             lr = self.maybe_update_lr(epoch)
             start = time.perf_counter()
-            losses = []
+            losses, landmarks_held = [], []
             bar = tqdm(
                 train_loader,
                 desc=f"epoch {epoch + 1}/{self.max_epochs}",
@@ -659,6 +659,7 @@ class ModelTrainerBase(ABC):
             )
             for batch in bar:
                 losses.append(self.train_step(batch))
+                landmarks_held.append(batch["visible"].sum(dim=1).mean().item())
                 bar.set_postfix(loss=f"{losses[-1]:.4g}")
                 if stop_requested(self.device, self.process_group):
                     raise Preempted(f"{received_signals()} signal during epoch {epoch + 1}")
@@ -676,6 +677,7 @@ class ModelTrainerBase(ABC):
                 lr,
                 train_seconds,
                 time.perf_counter() - start,
+                landmarks_per_sample=mean_over_ranks(float(np.mean(landmarks_held)), self.device),
             )
             if stop:
                 break
@@ -691,8 +693,20 @@ class ModelTrainerBase(ABC):
                 f"predicts landmarks {list(self.landmark_ids)}"
             )
 
-    def on_epoch_end(self, train_loss, val_loss, val_mre, lr, train_seconds, seconds) -> bool:
-        """Record the epoch, save checkpoints; True when early stopping says stop."""
+    def on_epoch_end(
+        self,
+        train_loss,
+        val_loss,
+        val_mre,
+        lr,
+        train_seconds,
+        seconds,
+        landmarks_per_sample: float = math.nan,
+    ) -> bool:
+        """Record the epoch, save checkpoints; True when early stopping says stop.
+
+        ``landmarks_per_sample``: how many landmarks the epoch's training samples (patches)
+        held on average."""
         samples = self.batches_per_epoch * self.batch_size
         self.history.append(
             {
@@ -703,8 +717,11 @@ class ModelTrainerBase(ABC):
                 "lr": lr,
                 "seconds": seconds,
                 "samples_per_s": samples / train_seconds,
+                "landmarks_per_sample": landmarks_per_sample,
             }
         )
+        if self.patch_sampling and len(self.history) == 1:
+            self.report_patch_sparsity(landmarks_per_sample)
         self.tracker.log_epoch(self.history[-1])
         metric = val_mre if self.perform_validation else train_loss
         improved = metric < self.best_metric
@@ -744,6 +761,25 @@ class ModelTrainerBase(ABC):
             )
             return True
         return False
+
+    def report_patch_sparsity(self, landmarks_per_sample: float) -> None:
+        """Log how much rarer each landmark is as a target in patches than in whole images:
+        the reason patch training needs more samples than full-image training to converge."""
+        if not landmarks_per_sample > 0:
+            return
+        ratio = self.num_landmarks / landmarks_per_sample
+        logger.log(
+            logging.WARNING if ratio >= 2 else logging.INFO,
+            "patches held %.2f of %d landmarks on average: each landmark is a training target "
+            "%.1fx less often than in whole images, so patch training needs about %.0fx the "
+            "samples of full-image training (SOLVER.MAX_EPOCHS x MINI_BATCH_SIZE x "
+            "DATA_LOADER_BATCH_SIZE); a larger SAMPLE_PATCH_SIZE or SAMPLER_BIAS nearer 1 "
+            "lowers the factor",
+            landmarks_per_sample,
+            self.num_landmarks,
+            ratio,
+            ratio,
+        )
 
     def save_debug_samples(self, loader: DataLoader, count: int = 4) -> None:
         """SAMPLER.DEBUG: PNGs of augmented training samples with their targets."""
