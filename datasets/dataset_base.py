@@ -254,6 +254,25 @@ class DatasetBase(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def landmark_coords(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every annotated sample's landmarks before augmentation: coords (N, K, 2) x,y in pixels
+        of the images this dataset serves (resized to ``input_size``, if set), and visible
+        (N, K) bool (inside the image)."""
+        coords, visible = [], []
+        for index, sample in enumerate(self.samples):
+            if not sample.has_annotation:
+                continue
+            size = self._cache[index][1] if index in self._cache else self._load(index)[1]
+            points = np.asarray(sample.coords, dtype=np.float64)
+            if self.input_size is not None:
+                points = resize_coords(points, size, self.input_size)
+            coords.append(points)
+            visible.append(coords_inside(points, self.input_size or size))
+        count = self.num_landmarks
+        if not coords:
+            return np.zeros((0, count, 2)), np.zeros((0, count), dtype=bool)
+        return np.stack(coords), np.stack(visible)
+
     def with_patches(self, patch_sampler: PatchSampler) -> DatasetBase:
         """The same samples (sharing the image cache) cut into patches by ``patch_sampler``."""
         view = copy.copy(self)

@@ -2,10 +2,14 @@
 
 Most of a full-resolution image holds no landmark: uniformly drawn patches mostly get all-zero
 targets, and a heatmap network then learns to predict nothing. ``PatchSampler`` draws, with
-probability ``bias``, a patch around one landmark chosen uniformly among the visible ones (so every
-landmark is trained equally often, not the ones that happen to cluster), at a uniformly random
-position inside the patch; otherwise a uniformly placed patch (negatives teach the network what
-is not a landmark).
+probability ``bias``, a patch around one of the visible landmarks, at a uniformly random position
+inside the patch; otherwise a uniformly placed patch (negatives teach the network what is not a
+landmark).
+
+Which landmark: a patch around one landmark also holds its neighbours, so with a uniform choice a
+landmark in a cluster (lips, incisors, chin) is a target several times as often as an isolated
+one (sella, porion), and the isolated ones learn last. :func:`balanced_landmark_weights` chooses
+landmarks so that each lies inside about equally many patches.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ class PatchSampler:
 
     patch_size: tuple[int, int]
     bias: float
+    landmark_weights: tuple[float, ...] | None = None  # choice weights (K,); None = uniform
 
     def corner(
         self,
@@ -46,7 +51,11 @@ class PatchSampler:
         high = np.array([max(0, width - patch_w), max(0, height - patch_h)])
         candidates = np.flatnonzero(visible)
         if len(candidates) and rng.random() < self.bias:
-            landmark = np.asarray(coords[rng.choice(candidates)], dtype=np.float64)
+            weights = None
+            if self.landmark_weights is not None:
+                weights = np.asarray(self.landmark_weights)[candidates]
+                weights = weights / weights.sum() if weights.sum() > 0 else None
+            landmark = np.asarray(coords[rng.choice(candidates, p=weights)], dtype=np.float64)
             # The landmark's pixel lands at a uniform position in the patch; clamping keeps it
             # inside because the pixel is inside the image.
             pixel = np.clip(np.floor(landmark + 0.5), 0, [width - 1, height - 1])
@@ -71,3 +80,46 @@ def crop_patch(image: np.ndarray, corner: Sequence[int], patch_size: Sequence[in
             src_y0:src_y1, src_x0:src_x1
         ]
     return patch
+
+
+def patch_cooccurrence(
+    coords: np.ndarray, visible: np.ndarray, patch_size: Sequence[int]
+) -> np.ndarray:
+    """(K, K): ``C[i, j]`` = probability that landmark j lies inside a patch placed (as
+    ``PatchSampler`` does) around landmark i, averaged over the images where both are visible.
+
+    Args:
+        coords: (N, K, 2) x,y of N images' landmarks, in pixels of the images patches are cut from.
+        visible: (N, K) bool.
+        patch_size: (h, w).
+    """
+    patch_h, patch_w = patch_size
+    offsets = np.abs(coords[:, None, :, :] - coords[:, :, None, :])  # (N, i, j, 2)
+    # A uniform position of i inside the patch holds j with the overlap of two patch-sized
+    # intervals offset by |j - i| (borders of the image ignored).
+    inside = np.clip(1 - offsets[..., 0] / patch_w, 0, 1) * np.clip(
+        1 - offsets[..., 1] / patch_h, 0, 1
+    )
+    both = visible[:, :, None] & visible[:, None, :]
+    counts = both.sum(axis=0)
+    return np.where(counts > 0, (inside * both).sum(axis=0) / np.maximum(counts, 1), 0.0)
+
+
+def balanced_landmark_weights(cooccurrence: np.ndarray, iterations: int = 500) -> np.ndarray:
+    """(K,) probabilities of choosing each landmark to place a patch around, such that the
+    expected number of patches holding landmark j, ``sum_i p_i C[i, j]``, is as equal over j as
+    non-negative ``p`` allow (multiplicative updates that solve ``C^T p = const``; a landmark
+    whose neighbours already cover it is chosen less).
+
+    Args:
+        cooccurrence: (K, K) from :func:`patch_cooccurrence`.
+    """
+    matrix = np.asarray(cooccurrence, dtype=np.float64)
+    count = len(matrix)
+    weights = np.full(count, 1.0 / count)
+    row_sums = np.maximum(matrix.sum(axis=1), 1e-12)
+    for _ in range(iterations):
+        coverage = np.maximum(matrix.T @ weights, 1e-12)
+        weights = weights * (matrix @ (1.0 / coverage)) / row_sums
+        weights /= weights.sum()
+    return weights

@@ -30,7 +30,7 @@ from yacs.config import CfgNode
 
 from config import auto_keys
 from datasets.dataset_base import DatasetBase, prepared_annotation_file, read_dataset_json
-from datasets.patch_sampling import PatchSampler
+from datasets.patch_sampling import PatchSampler, balanced_landmark_weights, patch_cooccurrence
 from datasets.sampling import SeededEpochSampler
 from inference.coarse_to_fine import refine_around_candidates
 from inference.decoding import DecodedLandmarks, heatmap_to_coords
@@ -181,6 +181,7 @@ class ModelTrainerBase(ABC):
                 f"SAMPLER.PATCH.COARSE_CHECKPOINT not found: {self.coarse_checkpoint}"
             )
         self.coarse_trainer: ModelTrainerBase | None = None  # loaded at first use
+        self.landmark_weights: tuple[float, ...] | None = None  # patch placement, per landmark
         # A patch shows too little of the image to tell alike structures apart; two channels
         # saying where the patch lies let the network rule out look-alikes far from a landmark.
         self.position_channels = self.patch_sampling and bool(patch.POSITION_CHANNELS)
@@ -471,15 +472,15 @@ class ModelTrainerBase(ABC):
             self.dataset_class, self.dataset_root, self.annotation_source, self.fold
         )
 
-    def make_dataset(self, split: str, augment: bool = False, patches: bool = False) -> DatasetBase:
-        """One split of the annotation file at ``image_size``; with ``patches``, as patches."""
+    def make_dataset(self, split: str, augment: bool = False) -> DatasetBase:
+        """One split of the annotation file at ``image_size`` (whole images; ``with_patches``
+        cuts them into patches)."""
         augmentation = build_augmentation(self.data_aug, self.data_aug_package) if augment else None
         return self.dataset_class(
             json_path=self.annotation_file(),
             split=split,
             root=self.dataset_root,
             input_size=self.image_size,
-            patch_sampler=self.patch_sampler() if patches else None,
             with_position=self.position_channels,
             landmarks=self.landmarks,
             augmentation=augmentation,
@@ -495,7 +496,34 @@ class ModelTrainerBase(ABC):
         return self.make_dataset("testing"), calibration
 
     def patch_sampler(self) -> PatchSampler:
-        return PatchSampler(self.sample_patch_size, self.sampler_bias)
+        """Patches of SAMPLE_PATCH_SIZE, placed around a landmark with SAMPLER_BIAS, choosing
+        landmarks by ``self.landmark_weights`` (set from the training set by ``train``)."""
+        return PatchSampler(self.sample_patch_size, self.sampler_bias, self.landmark_weights)
+
+    def balance_patch_landmarks(self, train_set: DatasetBase) -> None:
+        """Set ``self.landmark_weights`` so that every landmark is inside about equally many
+        patches of ``train_set`` (``datasets.patch_sampling.balanced_landmark_weights``)."""
+        coords, visible = train_set.landmark_coords()
+        if not len(coords):
+            return
+        cooccurrence = patch_cooccurrence(coords, visible, self.sample_patch_size)
+        weights = balanced_landmark_weights(cooccurrence)
+        self.landmark_weights = tuple(float(w) for w in weights)
+        balanced = 100 * cooccurrence.T @ weights  # % of biased patches holding each landmark
+        uniform = 100 * cooccurrence.T @ np.full(len(weights), 1.0 / len(weights))
+        relative = " ".join(
+            f"{k}:{w * len(weights):.2f}" for k, w in zip(self.landmark_ids, weights, strict=True)
+        )
+        logger.info(
+            "patch placement: landmarks chosen with relative weights %s, so that each lies "
+            "inside %.1f-%.1f%% of the patches placed around a landmark (uniform choice: "
+            "%.1f-%.1f%%)",
+            relative,
+            balanced.min(),
+            balanced.max(),
+            uniform.min(),
+            uniform.max(),
+        )
 
     def make_loader(self, dataset: DatasetBase, shuffle: bool) -> DataLoader:
         """Training (``shuffle``): this rank's share of each epoch's seeded global batches.
@@ -606,7 +634,7 @@ class ModelTrainerBase(ABC):
 
     def train(self) -> None:
         """Train from ``self.epoch`` to SOLVER.MAX_EPOCHS (or early stop), checkpointing."""
-        train_set = self.make_dataset("training", augment=True, patches=self.patch_sampling)
+        train_set = self.make_dataset("training", augment=True)
         if len(train_set) == 0:
             raise DataError(f"{train_set.json_path}: the training list is empty")
         val_set = self.make_dataset("validation") if self.perform_validation else None
@@ -618,6 +646,9 @@ class ModelTrainerBase(ABC):
         if self.network is None:
             self.initialize(train_set.num_landmarks)
         self.check_landmarks(train_set)
+        if self.patch_sampling:
+            self.balance_patch_landmarks(train_set)
+            train_set = train_set.with_patches(self.patch_sampler())
         self.train_network = wrap_for_training(self.network, self.device, self.process_group)
         train_loader = self.make_loader(train_set, shuffle=True)
         val_loader = image_loader = None
