@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -126,20 +127,48 @@ def _resolve_sigma(cfg: CfgNode, fingerprint: Fingerprint) -> tuple[float, str]:
             f'MODEL.GAUSS_SIGMA "auto" is planned for the U-Net and PHD-Net, not '
             f"{cfg.MODEL.ARCHITECTURE!r}; give a number"
         )
+    if cfg.SAMPLER.SAMPLE_MODE == "patch_bias":
+        return _resolve_patch_sigma(cfg, fingerprint)
     levels = _supervised_levels(cfg)
     size = _network_input_size(cfg)
     sigma = auto_gauss_sigma(size, levels)
-    reason = f"{levels} supervised level(s) of input {list(size)}: sigma / 2^{levels - 1} = " + (
-        f"{sigma / 2 ** (levels - 1):g} px at the coarsest"
+    median_h, median_w = fingerprint.median_size()
+    input_h, input_w = (int(s) for s in cfg.SAMPLER.INPUT_SIZE)
+    reason = (
+        f"{levels} supervised level(s) of input {list(size)}: sigma / 2^{levels - 1} = "
+        f"{sigma / 2 ** (levels - 1):g} px at the coarsest; {sigma * median_w / input_w:.1f} x "
+        f"{sigma * median_h / input_h:.1f} original px (x, y)"
     )
-    if cfg.SAMPLER.SAMPLE_MODE == "full" or cfg.SAMPLER.PATCH.RESOLUTION_TO_SAMPLE_FROM != "full":
-        median_h, median_w = fingerprint.median_size()
-        input_h, input_w = (int(s) for s in cfg.SAMPLER.INPUT_SIZE)
-        reason += (
-            f"; {sigma * median_w / input_w:.1f} x {sigma * median_h / input_h:.1f} "
-            "original px (x, y)"
-        )
     return sigma, reason
+
+
+def _resolve_patch_sigma(cfg: CfgNode, fingerprint: Fingerprint) -> tuple[float, str]:
+    """A patch shows the image at a finer scale than a whole resized image, but a landmark is
+    no more precisely defined there: the target keeps the width, in original pixels, that
+    whole-image training of this dataset would give it (a 256-pixel patch of a cephalogram at
+    full resolution learned with sigma 20 and not with 8; see the README)."""
+    whole = cfg.clone()
+    whole.defrost()
+    whole.SAMPLER.SAMPLE_MODE = "full"
+    whole.SAMPLER.INPUT_SIZE, _ = _resolve_input_size(whole, fingerprint)
+    whole_sigma, _ = _resolve_sigma(whole, fingerprint)
+    median_h, median_w = fingerprint.median_size()
+    whole_h, whole_w = whole.SAMPLER.INPUT_SIZE
+    original = whole_sigma * math.sqrt(median_h * median_w / (whole_h * whole_w))
+    if cfg.SAMPLER.PATCH.RESOLUTION_TO_SAMPLE_FROM == "full":
+        scale = 1.0
+    else:
+        input_h, input_w = (int(s) for s in cfg.SAMPLER.INPUT_SIZE)
+        scale = math.sqrt(input_h * input_w / (median_h * median_w))
+    levels = _supervised_levels(cfg)
+    patch = _network_input_size(cfg)
+    floor = auto_gauss_sigma((2**16, 2**16), levels)  # the level rule, no cap
+    sigma = round(max(floor, min(original * scale, min(patch) / 8)), 1)
+    return sigma, (
+        f"whole-image training would use {whole_sigma:g} px at {whole_h} x {whole_w} = "
+        f"{original:.1f} original px; {original * scale:.1f} px where patches are cut, within "
+        f"[{floor:g} ({levels} supervised levels), 1/8 of the patch side {min(patch) / 8:g}]"
+    )
 
 
 def _resolve_batch_size(

@@ -218,3 +218,29 @@ def test_auto_size_smaller_than_the_patches_is_refused(kites, tmp_path):
     fingerprint = compute_fingerprint(kites / "demo.json", kites)
     with pytest.raises(ConfigError, match=r"chose \[32, 40\], smaller than the patches"):
         resolve_auto_config(cfg, fingerprint, torch.device("cpu"))
+
+
+def test_patch_sigma_keeps_the_whole_image_width_in_original_pixels(tmp_path):
+    """A landmark is no more precisely defined in a full-resolution patch than in a resized
+    image: auto sigma for patches is the whole-image sigma, converted to the patch's pixels."""
+    big = tmp_path / "big_kites"  # larger than the 512 x 512 whole-image budget
+    make_synthetic_dataset(big, counts=(3, 1, 1), size_range=((1000, 1040), (1250, 1300)), seed=3)
+    fingerprint = compute_fingerprint(big / "demo.json", big)
+    base = tiny_opts(big, tmp_path / "out")
+    whole = load_cfg(DEMO_CFG, [*base, "SAMPLER.INPUT_SIZE", "auto", "MODEL.GAUSS_SIGMA", "auto"])
+    whole, _ = resolve_auto_config(whole, fingerprint, torch.device("cpu"))
+    median_h, median_w = fingerprint.median_size()
+    whole_h, whole_w = whole.SAMPLER.INPUT_SIZE
+    original = whole.MODEL.GAUSS_SIGMA * (median_h * median_w / (whole_h * whole_w)) ** 0.5
+    patches = [*base, "SAMPLER.SAMPLE_MODE", "patch_bias", "MODEL.GAUSS_SIGMA", "auto"]
+    patches += ["SAMPLER.PATCH.SAMPLE_PATCH_SIZE", "[128, 128]"]
+    full = load_cfg(DEMO_CFG, patches)
+    full, choices = resolve_auto_config(full, fingerprint, torch.device("cpu"))
+    assert abs(full.MODEL.GAUSS_SIGMA - original) <= 0.05  # rounded to 0.1 px
+    assert full.MODEL.GAUSS_SIGMA > whole.MODEL.GAUSS_SIGMA  # wider in the finer pixels
+    assert "original px" in choices[0]
+    resized = [*patches, "SAMPLER.PATCH.RESOLUTION_TO_SAMPLE_FROM", "input_size"]
+    resized += ["SAMPLER.INPUT_SIZE", f"[{2 * whole_h}, {2 * whole_w}]"]
+    resized, _ = resolve_auto_config(load_cfg(DEMO_CFG, resized), fingerprint, torch.device("cpu"))
+    scale = (4 * whole_h * whole_w / (median_h * median_w)) ** 0.5
+    assert abs(resized.MODEL.GAUSS_SIGMA - original * scale) <= 0.05

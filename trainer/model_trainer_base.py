@@ -805,7 +805,8 @@ class ModelTrainerBase(ABC):
             "%.1fx less often than in whole images, so patch training needs about %.0fx the "
             "samples of full-image training (SOLVER.MAX_EPOCHS x MINI_BATCH_SIZE x "
             "DATA_LOADER_BATCH_SIZE); a larger SAMPLE_PATCH_SIZE or SAMPLER_BIAS nearer 1 "
-            "lowers the factor",
+            "lowers the factor. Keep MODEL.GAUSS_SIGMA as wide in original pixels as for whole "
+            'images ("auto" does): a thin target at full resolution may not be learned',
             landmarks_per_sample,
             self.num_landmarks,
             ratio,
