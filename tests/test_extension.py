@@ -50,7 +50,7 @@ class ModelTrainerTiny(ModelTrainerBase):
         self.lambda_scale = float(cfg.MODEL.HM_LAMBDA_SCALE)
 
     def initialize_network(self) -> None:
-        self.network = TinyNet(1, self.num_landmarks)
+        self.network = TinyNet(self.input_channels, self.num_landmarks)
 
     def initialize_label_generator(self) -> None:
         self.label_generator = self.label_generator_class(self.gauss_sigma, self.lambda_scale)

@@ -148,15 +148,12 @@ def test_flip_tta_output_is_flip_equivariant(tmp_path):
     assert not torch.allclose(single[0], direct[0])  # TTA really averaged two predictions
 
 
+PATCH_OPTS = ("SAMPLER.SAMPLE_MODE", "patch_bias", "SAMPLER.PATCH.SAMPLE_PATCH_SIZE", "[16, 16]")
+
+
 def test_flip_tta_leaves_position_channels_alone(tmp_path):
     """Position channels say where each pixel of the (flipped) image lies, as in training."""
-    trainer = make_trainer(
-        tmp_path,
-        "SAMPLER.SAMPLE_MODE",
-        "patch_bias",
-        "SAMPLER.PATCH.SAMPLE_PATCH_SIZE",
-        "[16, 16]",
-    )
+    trainer = make_trainer(tmp_path, *PATCH_OPTS)
     assert trainer.input_channels == 3
     images = torch.randn(2, 3, 8, 6)
     flipped = trainer.flip_input(images)
@@ -168,13 +165,7 @@ def test_flip_tta_leaves_position_channels_alone(tmp_path):
 
 
 def test_patch_sparsity_is_recorded_and_explained(tmp_path, caplog):
-    trainer = make_trainer(
-        tmp_path,
-        "SAMPLER.SAMPLE_MODE",
-        "patch_bias",
-        "SAMPLER.PATCH.SAMPLE_PATCH_SIZE",
-        "[16, 16]",
-    )
+    trainer = make_trainer(tmp_path, *PATCH_OPTS)
     with caplog.at_level("INFO"):
         trainer.epoch = 1
         trainer.on_epoch_end(2.0, 1.0, 5.0, 1e-3, 4.0, 5.0, landmarks_per_sample=0.75)
