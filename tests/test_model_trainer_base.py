@@ -10,7 +10,8 @@ from datasets.dataset_generic import DatasetGeneric
 from trainer.model_trainer_base import resolve_device
 from trainer.model_trainer_index import get_trainer_class
 from transforms.generate_labels import UNetLabelGenerator
-from utils.errors import ConfigError
+from utils.checkpoints import load_checkpoint, save_checkpoint
+from utils.errors import CheckpointError, ConfigError
 
 
 def make_trainer(tmp_path, *opts):
@@ -173,3 +174,18 @@ def test_patch_sparsity_is_recorded_and_explained(tmp_path, caplog):
     warning = [r for r in caplog.records if "landmarks on average" in r.getMessage()]
     assert len(warning) == 1 and warning[0].levelname == "WARNING"
     assert "0.75 of 3 landmarks" in warning[0].getMessage() and "4.0x" in warning[0].getMessage()
+
+
+def test_checkpoint_input_channels_must_match(tmp_path):
+    """Checkpoints saved before position channels existed hold no ``input_channels``: they had
+    one channel, and still load where the config gives one."""
+    no_position = (*PATCH_OPTS, "SAMPLER.PATCH.POSITION_CHANNELS", "False")
+    path = tmp_path / "old.model"
+    make_trainer(tmp_path / "old", *no_position).save_checkpoint(path)
+    state = load_checkpoint(path)
+    assert state.pop("input_channels") == 1
+    save_checkpoint(state, path)
+    make_trainer(tmp_path / "again", *no_position).load_checkpoint(path, resume_training=False)
+    with_position = make_trainer(tmp_path / "position", *PATCH_OPTS)
+    with pytest.raises(CheckpointError, match="1 input channel.*gives 3.*POSITION_CHANNELS"):
+        with_position.load_checkpoint(path, resume_training=False)

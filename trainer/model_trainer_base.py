@@ -133,7 +133,6 @@ class ModelTrainerBase(ABC):
         "SAMPLER.SAMPLE_MODE",
         "SAMPLER.PATCH.SAMPLE_PATCH_SIZE",
         "SAMPLER.PATCH.RESOLUTION_TO_SAMPLE_FROM",
-        "SAMPLER.PATCH.POSITION_CHANNELS",
     )
 
     def __init__(
@@ -861,6 +860,7 @@ class ModelTrainerBase(ABC):
                 "optimizer_name": self.optimizer_name,
                 "landmark_ids": self.landmark_ids,
                 "num_landmarks": self.num_landmarks,
+                "input_channels": self.input_channels,
                 "epoch": self.epoch,
                 "network": self.network.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
@@ -898,6 +898,13 @@ class ModelTrainerBase(ABC):
                 raise CheckpointError(
                     f"{path}: trained with {key} {trained!r}, the config says {current!r}"
                 )
+        channels = int(state.get("input_channels", 1))  # saved before position channels: 1
+        if channels != self.input_channels:
+            raise CheckpointError(
+                f"{path}: trained with {channels} input channel(s), but this config gives "
+                f"{self.input_channels}: the image, plus x and y with patch sampling and "
+                "SAMPLER.PATCH.POSITION_CHANNELS True"
+            )
         if self.network is None:
             self.initialize(int(state["num_landmarks"]))
         elif state["num_landmarks"] != self.num_landmarks:
