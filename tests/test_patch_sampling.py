@@ -5,7 +5,12 @@ import pytest
 from conftest import write_json, write_png
 
 from datasets.dataset_generic import DatasetGeneric
-from datasets.patch_sampling import PatchSampler, crop_patch
+from datasets.patch_sampling import (
+    PatchSampler,
+    balanced_landmark_weights,
+    crop_patch,
+    patch_cooccurrence,
+)
 from utils.coordinates import coords_inside, position_channels
 
 
@@ -131,3 +136,56 @@ def test_dataset_adds_position_channels(tmp_path):
         corner = item["patch_corner"].numpy().astype(int)
         expected = np.stack([crop_patch(channel, corner, (16, 24)) for channel in whole])
         np.testing.assert_array_equal(item["image"].numpy(), expected)
+
+
+def test_cooccurrence_is_the_overlap_of_uniform_placements():
+    coords = np.array([[[100.0, 100.0], [110.0, 130.0], [400.0, 400.0]]])
+    visible = np.ones((1, 3), dtype=bool)
+    matrix = patch_cooccurrence(coords, visible, (60, 40))  # h 60, w 40
+    np.testing.assert_allclose(np.diag(matrix), 1.0)
+    assert matrix[0, 1] == pytest.approx((1 - 10 / 40) * (1 - 30 / 60))
+    assert matrix[1, 0] == matrix[0, 1] and matrix[0, 2] == 0.0
+    # Empirically: patches placed around landmark 0 hold landmark 1 that often.
+    rng = np.random.default_rng(4)
+    sampler = PatchSampler((60, 40), bias=1.0, landmark_weights=(1.0, 0.0, 0.0))
+    corners = np.array(
+        [sampler.corner(coords[0], visible[0], (1000, 1000), rng) for _ in range(4000)]
+    )
+    held = coords_inside(coords[0, 1] - corners, (60, 40)).mean()
+    assert abs(held - matrix[0, 1]) < 0.03
+    # A landmark not visible in an image does not count there.
+    hidden = np.array([[True, False, True], [True, True, True]])
+    matrix = patch_cooccurrence(np.concatenate([coords, coords]), hidden, (60, 40))
+    assert matrix[0, 1] == pytest.approx((1 - 10 / 40) * (1 - 30 / 60))
+
+
+def test_balanced_weights_give_every_landmark_equal_coverage():
+    """Two landmarks close together and one alone: a uniform choice puts the pair in more
+    patches; the balanced choice picks the lone one more often until coverage is equal."""
+    coords = np.array([[[100.0, 100.0], [105.0, 100.0], [500.0, 500.0]]])
+    matrix = patch_cooccurrence(coords, np.ones((1, 3), dtype=bool), (50, 50))
+    uniform = matrix.T @ np.full(3, 1 / 3)
+    assert uniform[0] > 1.5 * uniform[2]
+    weights = balanced_landmark_weights(matrix)
+    assert weights.sum() == pytest.approx(1.0) and (weights >= 0).all()
+    coverage = matrix.T @ weights
+    np.testing.assert_allclose(coverage, coverage.mean(), rtol=1e-3)
+    assert weights[2] > weights[0] + weights[1] - 0.05  # about half of all patches
+
+
+def test_sampler_chooses_landmarks_by_weight():
+    rng = np.random.default_rng(5)
+    coords = np.array([[50.0, 50.0], [500.0, 50.0], [50.0, 500.0]])  # never in one 20-px patch
+    sampler = PatchSampler((20, 20), bias=1.0, landmark_weights=(0.6, 0.3, 0.1))
+    visible = np.ones(3, dtype=bool)
+    counts = np.zeros(3)
+    for _ in range(3000):
+        corner = sampler.corner(coords, visible, (600, 600), rng)
+        counts += coords_inside(coords - corner, (20, 20))
+    np.testing.assert_allclose(counts / counts.sum(), [0.6, 0.3, 0.1], atol=0.03)
+    # Only visible landmarks are candidates; their weights are renormalised.
+    counts = np.zeros(3)
+    for _ in range(1000):
+        corner = sampler.corner(coords, np.array([False, True, True]), (600, 600), rng)
+        counts += coords_inside(coords - corner, (20, 20))
+    np.testing.assert_allclose(counts / counts.sum(), [0.0, 0.75, 0.25], atol=0.04)
