@@ -21,7 +21,7 @@ from trainer.model_trainer_base import ModelTrainerBase, seed_everything
 from trainer.model_trainer_index import build_trainer
 from trainer.preemption import PREEMPTED_EXIT_CODE, Preempted, latest_checkpoint, stop_on_signals
 from utils.distributed import close_distributed, init_distributed
-from utils.errors import ConfigError, LannuError, one_line
+from utils.errors import ConfigError, run_command
 from utils.logging_setup import setup_logging
 
 logger = logging.getLogger("lannunet")
@@ -218,10 +218,7 @@ def start_run_logging(cfg, args: argparse.Namespace, plan: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        run(argv)
-    except LannuError as err:
-        print(f"error: {one_line(err)}", file=sys.stderr)
-        return 2
+        return run_command(run, argv)
     except Preempted as err:
         message = (
             f"preempted: {err}; model_latest*.model holds the latest completed epoch; rerun "
@@ -239,7 +236,6 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         close_distributed()
-    return 0
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from config_auto import prepare_config
 from inference.cross_validation import fold_config, summarise_cross_validation
 from inference.predictor import run_inference
 from trainer.model_trainer_index import build_trainer
-from utils.errors import ConfigError, LannuError, one_line
+from utils.errors import ConfigError, run_command
 from utils.logging_setup import setup_logging
 
 logger = logging.getLogger("lannunet")
@@ -89,12 +89,7 @@ def run(argv: list[str] | None = None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        run(argv)
-    except LannuError as err:
-        print(f"error: {one_line(err)}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(run, argv)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,11 @@
 """Errors that main.py reports as one line, without a traceback."""
 
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
 
 class LannuError(Exception):
     """Bad user input: the message names the file, sample or key and says what to do."""
@@ -28,3 +34,14 @@ def one_line(err: Exception) -> str:
     if len(lines) <= 1:
         return lines[0] if lines else type(err).__name__
     return lines[-1].split(": ", 1)[-1] if "Error: " in lines[-1] else lines[-1]
+
+
+def run_command(run: Callable[[list[str] | None], Any], argv: list[str] | None) -> int:
+    """Exit code of a command-line entry point ``run(argv)``: 0, or 2 after printing a
+    ``LannuError`` to stderr as one line (``error: ...``)."""
+    try:
+        run(argv)
+    except LannuError as err:
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        return 2
+    return 0
