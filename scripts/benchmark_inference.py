@@ -16,9 +16,7 @@ before the first prediction (``resource.getrusage``; Linux).
 from __future__ import annotations
 
 import argparse
-import resource
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -26,7 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from config import load_cfg  # noqa: E402
+from inference.timing import time_whole_image_prediction  # noqa: E402
 from trainer.model_trainer_index import build_trainer  # noqa: E402
+from utils.errors import run_command  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -39,45 +39,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def peak_rss_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
-
-
-def benchmark(trainer, image_size: list[int], repeats: int) -> dict:
-    """Median seconds per prediction and peak memory (GiB) of ``repeats`` predictions."""
-    size = list(trainer.image_size or image_size)
-    image = torch.randn(1, trainer.input_channels, *size, device=trainer.device)
-    original = torch.tensor([size])
-    trainer.network.eval()
-    cuda = trainer.device.type == "cuda"
-    before = peak_rss_gib()
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-    seconds = []
-    for _ in range(repeats + 1):  # the first includes one-off set-up (cuDNN search, allocator)
-        if cuda:
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        with torch.no_grad():
-            coords = trainer.get_coords_from_heatmap(trainer.inference_forward(image), original)[0]
-        if cuda:
-            torch.cuda.synchronize()
-        seconds.append(time.perf_counter() - start)
-    timed = sorted(seconds[1:])
-    return {
-        "size": size,
-        "seconds": timed[len(timed) // 2],
-        "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else peak_rss_gib() - before,
-        "finite": bool(torch.isfinite(coords).all()),
-    }
-
-
-def main(argv: list[str] | None = None) -> int:
+def run(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cfg = load_cfg(args.cfg, args.opts)
     trainer = build_trainer(cfg)
     trainer.initialize(args.landmarks)
-    result = benchmark(trainer, args.image_size, max(1, args.repeats))
+    result = time_whole_image_prediction(trainer, args.image_size, max(1, args.repeats))
     mode = trainer.inference_mode if trainer.patch_sampling else "whole resized image"
     memory = "peak GPU memory" if trainer.device.type == "cuda" else "peak RSS growth"
     print(
@@ -87,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
         f"coordinates finite {result['finite']}"
     )
     return 0 if result["finite"] else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(run, argv)
 
 
 if __name__ == "__main__":

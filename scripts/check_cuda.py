@@ -21,9 +21,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from config import is_auto, load_cfg  # noqa: E402
+from config import auto_keys, load_cfg  # noqa: E402
+from inference.timing import time_whole_image_prediction  # noqa: E402
 from trainer.auto_batch_size import synthetic_batch  # noqa: E402
 from trainer.model_trainer_index import build_trainer  # noqa: E402
+from utils.errors import run_command  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -73,34 +75,13 @@ def check_training(cfg, num_landmarks: int, steps: int, amp: bool) -> dict:
     }
 
 
-def check_inference(trainer, image_size: list[int]) -> dict:
-    size = image_size if trainer.image_size is None else trainer.image_size
-    image = torch.randn(1, trainer.input_channels, *size, device="cuda")
-    trainer.network.eval()
-    for _ in range(2):  # the first pass includes cuDNN's algorithm search
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        start = time.perf_counter()
-        with torch.no_grad():
-            output = trainer.inference_forward(image)
-            coords = trainer.get_coords_from_heatmap(output, torch.tensor([list(size)]))[0]
-        torch.cuda.synchronize()
-    return {
-        "size": list(size),
-        "seconds": time.perf_counter() - start,
-        "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
-        "finite": bool(torch.isfinite(coords).all()),
-    }
-
-
-def main(argv: list[str] | None = None) -> int:
+def run(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not torch.cuda.is_available():
         print("CUDA is not available on this machine", file=sys.stderr)
         return 1
     cfg = load_cfg(args.cfg, args.opts)
-    auto = [k for k in ("SAMPLER.INPUT_SIZE", "SOLVER.DATA_LOADER_BATCH_SIZE", "MODEL.GAUSS_SIGMA")
-            if is_auto(cfg[k.split(".")[0]][k.split(".")[1]])]  # fmt: skip
+    auto = auto_keys(cfg)
     if auto:
         print(f"set {auto} to numbers (python main.py --cfg ... --print-config)", file=sys.stderr)
         return 1
@@ -121,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     speedup = results[True]["samples_per_s"] / results[False]["samples_per_s"]
     print(f"AMP speed-up: {speedup:.2f}x")
-    inference = check_inference(results[True]["trainer"], args.image_size)
+    inference = time_whole_image_prediction(results[True]["trainer"], args.image_size, 1)
     ok &= inference["finite"]
     print(
         f"predict one {inference['size']} image (AMP): {inference['seconds']:.3f} s, peak "
@@ -129,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("all checks passed" if ok else "A CHECK FAILED")
     return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(run, argv)
 
 
 if __name__ == "__main__":

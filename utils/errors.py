@@ -37,11 +37,12 @@ def one_line(err: Exception) -> str:
 
 
 def run_command(run: Callable[[list[str] | None], Any], argv: list[str] | None) -> int:
-    """Exit code of a command-line entry point ``run(argv)``: 0, or 2 after printing a
-    ``LannuError`` to stderr as one line (``error: ...``)."""
+    """Exit code of a command-line entry point ``run(argv)``: the int it returns (anything
+    else, e.g. None, is 0), or 2 after printing a ``LannuError`` to stderr as one line
+    (``error: ...``)."""
     try:
-        run(argv)
+        code = run(argv)
     except LannuError as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
-    return 0
+    return code if isinstance(code, int) else 0
