@@ -7,7 +7,6 @@ trailing ``KEY VALUE`` pairs on the command line override the YAML. Sizes are ``
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 from pathlib import Path
 
@@ -224,8 +223,12 @@ def _parse_opts(cfg: CN, opts: list[str]) -> list:
             value = yaml.safe_load(text)
         except yaml.YAMLError:
             value = text
-        with contextlib.suppress(KeyError):  # an unknown key: yacs names it below
+        try:
             value = _coerce_number(get_value(cfg, key), value)
+        except KeyError:  # an unknown key: yacs names it below
+            pass
+        except TypeError:  # a key below a value, e.g. SOLVER.BASE_LR.X
+            raise ConfigError(f"the command line: unknown config key {key}") from None
         parsed += [key, value]
     return parsed
 
@@ -472,6 +475,14 @@ def unused_keys(cfg: CN) -> list[str]:
     return [key for key in keys if get_value(cfg, key) != get_value(_C, key)]
 
 
+def saved_cfg(text: str, source: str) -> CN:
+    """The defaults merged with a config saved as YAML text (a checkpoint's), mutable and not
+    validated; a key this version does not know is a ConfigError naming ``source``."""
+    cfg = get_cfg_defaults()
+    _merge(cfg.merge_from_other_cfg, CN(yaml.safe_load(text)), source=source)
+    return cfg
+
+
 def load_cfg(cfg_file: str | Path | None = None, opts: list[str] | None = None) -> CN:
     """Defaults, then the YAML file, then ``KEY VALUE`` overrides; validated and frozen.
 
@@ -507,11 +518,8 @@ def load_cfg(cfg_file: str | Path | None = None, opts: list[str] | None = None) 
 
 def set_value(cfg: CN, dotted_key: str, value) -> None:
     """Set a (mutable) config's ``dotted_key`` without yacs' type check (for "auto")."""
-    *parents, last = dotted_key.split(".")
-    node = cfg
-    for part in parents:
-        node = node[part]
-    node[last] = value
+    parent, _, last = dotted_key.rpartition(".")
+    (get_value(cfg, parent) if parent else cfg)[last] = value
 
 
 def _take_auto(overrides: CN, prefix: str = "") -> set[str]:

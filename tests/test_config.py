@@ -73,6 +73,8 @@ def test_unknown_key_in_yaml_names_key(tmp_path):
 def test_unknown_key_in_opts_names_key():
     with pytest.raises(ConfigError, match="SOLVER.NOT_A_KEY"):
         load_cfg(None, ["SOLVER.NOT_A_KEY", "1"])
+    with pytest.raises(ConfigError, match="SOLVER.BASE_LR.X"):  # below a value
+        load_cfg(None, ["SOLVER.BASE_LR.X", "1"])
 
 
 def test_odd_number_of_opts():

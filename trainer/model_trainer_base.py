@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 from yacs.config import CfgNode
 
-from config import auto_keys
+from config import auto_keys, get_value, saved_cfg
 from datasets.dataset_base import DatasetBase, prepared_annotation_file, read_dataset_json
 from datasets.patch_sampling import PatchSampler, balanced_landmark_weights, patch_cooccurrence
 from datasets.sampling import SeededEpochSampler
@@ -98,12 +98,10 @@ def load_coarse_trainer(
     """A trainer holding the full-image model of ``checkpoint``, built from the config saved in
     it, set to decode into the pixels of whatever size it is given (scale_heatmap_first) and to
     use flip TTA as the run that loads it does."""
-    from config import get_cfg_defaults  # here: the config module reads no trainer
     from trainer.model_trainer_index import build_trainer
 
     state = load_checkpoint(checkpoint, map_location=device)
-    cfg = get_cfg_defaults()
-    cfg.merge_from_other_cfg(CfgNode(yaml.safe_load(state["config"])))
+    cfg = saved_cfg(state["config"], source=str(checkpoint))
     if cfg.SAMPLER.SAMPLE_MODE != "full":
         raise ConfigError(
             f"SAMPLER.PATCH.COARSE_CHECKPOINT {checkpoint} was trained on patches; give a "
@@ -883,15 +881,14 @@ class ModelTrainerBase(ABC):
             )
         trained_cfg = yaml.safe_load(state["config"])
         for key in self.checkpoint_config_keys:
-            section, *rest = key.split(".")
-            trained, current = trained_cfg[section], self.cfg[section]
-            for part in rest:
-                if part not in trained:
-                    raise CheckpointError(
-                        f"{path}: saved by an older version that did not record {key}; "
-                        "retrain, or load it with the version that trained it"
-                    )
-                trained, current = trained[part], current[part]
+            current = get_value(self.cfg, key)
+            try:
+                trained = get_value(trained_cfg, key)
+            except KeyError:
+                raise CheckpointError(
+                    f"{path}: saved by an older version that did not record {key}; "
+                    "retrain, or load it with the version that trained it"
+                ) from None
             if isinstance(current, list | tuple):  # YAML gives lists, yacs may give tuples
                 trained, current = list(trained), list(current)
             if trained != current:

@@ -24,7 +24,7 @@ class ModelTrainerPHDNet(ModelTrainerBase):
     """MODEL.PHDNET keys; MODEL.GAUSS_SIGMA is the heatmap target's sigma in patches."""
 
     checkpoint_config_keys = (
-        "SAMPLER.INPUT_SIZE",
+        *ModelTrainerBase.checkpoint_config_keys,
         "MODEL.PHDNET.CLASS_LABEL_SCHEME",
         "MODEL.PHDNET.LOG_TRANSFORM_DISPLACEMENTS",
         "MODEL.PHDNET.CLAMP_DIST",
