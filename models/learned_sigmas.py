@@ -22,7 +22,6 @@ class LearnedSigmas(nn.Module):
 
     def __init__(self, num_landmarks: int, initial_sigma: float) -> None:
         super().__init__()
-        self.initial_sigma = float(initial_sigma)
         self.log_sigma = nn.Parameter(torch.full((num_landmarks,), math.log(initial_sigma)))
 
     def forward(self) -> torch.Tensor:

@@ -124,15 +124,16 @@ class ModelTrainerUNet(ModelTrainerBase):
                 "learned sigmas (input px): %s",
                 " ".join(f"{k}:{s:.2f}" for k, s in zip(self.landmark_ids, sigmas, strict=True)),
             )
-            self.write_learned_sigmas()
+            self.write_learned_sigmas(sigmas)
         return stop
 
-    def write_learned_sigmas(self) -> None:
-        """OUTPUT_DIR/learned_sigmas.csv: landmark, sigma in network-input pixels, epoch."""
+    def write_learned_sigmas(self, sigmas: list[float]) -> None:
+        """OUTPUT_DIR/learned_sigmas.csv: landmark, ``sigmas`` (K,) in network-input pixels,
+        epoch."""
         table = pd.DataFrame(
             {
                 "landmark": self.landmark_ids,
-                "sigma_input_px": self.learned_sigmas(),
+                "sigma_input_px": sigmas,
                 "epoch": self.epoch,
             }
         )

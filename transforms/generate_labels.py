@@ -185,8 +185,10 @@ class PHDNetLabelGenerator(LabelGenerator):
         in_patches = resize_coords(coords, tuple(int(s) for s in image_size), grid)  # (B, K, 2)
         ys = torch.arange(grid[0], device=coords.device, dtype=coords.dtype)
         xs = torch.arange(grid[1], device=coords.device, dtype=coords.dtype)
+        # Patches near the landmark count most in the displacement loss, whatever the scheme.
+        near = gaussian_heatmaps(in_patches, self.sigma, grid)
         if self.class_label_scheme == "gaussian":
-            heatmap = gaussian_heatmaps(in_patches, self.sigma, grid)
+            heatmap = near
         else:  # 1 on the patch that contains the landmark
             nearest = torch.stack(
                 [
@@ -208,9 +210,7 @@ class PHDNetLabelGenerator(LabelGenerator):
         return {
             "heatmap": heatmap * visible[..., None, None],
             "displacement": displacement * visible[..., None, None, None],
-            # patches near the landmark count most in the displacement loss, whatever the scheme
-            "displacement_weight": gaussian_heatmaps(in_patches, self.sigma, grid)
-            * visible[..., None, None],
+            "displacement_weight": near * visible[..., None, None],
             "visible": visible,
         }
 
