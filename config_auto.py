@@ -41,6 +41,7 @@ from utils.auto_config import (
     auto_num_workers,
     cpu_batch_size,
     search_batch_size,
+    sigma_level_floor,
 )
 from utils.errors import ConfigError
 
@@ -133,7 +134,7 @@ def _resolve_sigma(cfg: CfgNode, fingerprint: Fingerprint) -> tuple[float, str]:
     size = _network_input_size(cfg)
     sigma = auto_gauss_sigma(size, levels)
     median_h, median_w = fingerprint.median_size()
-    input_h, input_w = (int(s) for s in cfg.SAMPLER.INPUT_SIZE)
+    input_h, input_w = size
     reason = (
         f"{levels} supervised level(s) of input {list(size)}: sigma / 2^{levels - 1} = "
         f"{sigma / 2 ** (levels - 1):g} px at the coarsest; {sigma * median_w / input_w:.1f} x "
@@ -162,7 +163,7 @@ def _resolve_patch_sigma(cfg: CfgNode, fingerprint: Fingerprint) -> tuple[float,
         scale = math.sqrt(input_h * input_w / (median_h * median_w))
     levels = _supervised_levels(cfg)
     patch = _network_input_size(cfg)
-    floor = auto_gauss_sigma((2**16, 2**16), levels)  # the level rule, no cap
+    floor = sigma_level_floor(levels)
     sigma = round(max(floor, min(original * scale, min(patch) / 8)), 1)
     return sigma, (
         f"whole-image training would use {whole_sigma:g} px at {whole_h} x {whole_w} = "

@@ -102,9 +102,13 @@ def auto_gauss_sigma(input_size: Sequence[int], supervised_levels: int) -> float
     than 1/16 of the shorter input side would blur neighbouring anatomy together, so that caps
     it (never below 1 px).
     """
-    coarsest = max(supervised_levels, 1) - 1
-    sigma = max(2.0, 0.5 * 2.0**coarsest)
-    return float(max(1.0, min(sigma, min(input_size) / 16)))
+    return float(max(1.0, min(sigma_level_floor(supervised_levels), min(input_size) / 16)))
+
+
+def sigma_level_floor(supervised_levels: int) -> float:
+    """The least sigma (input pixels) that ``supervised_levels`` deep-supervision levels and
+    sub-pixel decoding allow: max(2, 0.5 * 2^(L-1)) (see :func:`auto_gauss_sigma`)."""
+    return max(2.0, 0.5 * 2.0 ** (max(supervised_levels, 1) - 1))
 
 
 def auto_num_workers(cpu_count: int, cached: bool, device_type: str) -> int:
