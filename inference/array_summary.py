@@ -34,11 +34,11 @@ def parse_numbers(text: str, name: str) -> list[int]:
         raise ConfigError(f"{name} {text!r}: give integers joined by ':'") from None
 
 
-def fold_checkpoints(output_dir: Path, fold: int, seeds: list[int]) -> list[Path]:
-    """The best checkpoint of every seed of ``fold`` (of the fold's one model without seeds)."""
-    folder = output_dir / f"fold{fold}"
-    name = f"model_best_fold{fold}.model"
-    return [folder / f"seed{seed}" / name for seed in seeds] if seeds else [folder / name]
+def fold_checkpoints(trainer, seeds: list[int]) -> list[Path]:
+    """The best checkpoint of every seed of ``trainer``'s fold (the fold's one model without
+    seeds); the seeds' runs are in ``seed<S>`` folders of the fold's OUTPUT_DIR."""
+    best = trainer.checkpoint_path("best")
+    return [best.parent / f"seed{seed}" / best.name for seed in seeds] if seeds else [best]
 
 
 def test_folds(cfg, folds: list[int], seeds: list[int], output_dir: Path) -> dict[int, Path]:
@@ -49,7 +49,7 @@ def test_folds(cfg, folds: list[int], seeds: list[int], output_dir: Path) -> dic
         fold_cfg, _ = prepare_config(fold_config(cfg, fold, output_dir))
         trainer = build_trainer(fold_cfg)
         test_set, calibration_set = trainer.evaluation_sets()
-        checkpoints = fold_checkpoints(output_dir, fold, seeds)
+        checkpoints = fold_checkpoints(trainer, seeds)
         logger.info("fold %d: testing %s", fold, [str(p) for p in checkpoints])
         if len(checkpoints) == 1:
             results[fold] = run_inference(trainer, checkpoints, test_set, calibration_set)
