@@ -97,6 +97,15 @@ def hand_dataset(tmp_path):
     return write_json(root / "hand.json", data), root
 
 
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    """Root of the kite dataset most end-to-end tests train on: 8/3/4 samples, images 40-48
+    rows by 50-60 columns, ``demo.json``."""
+    root = tmp_path_factory.mktemp("kites")
+    make_synthetic_dataset(root, counts=(8, 3, 4), size_range=((40, 48), (50, 60)), seed=3)
+    return root
+
+
 @pytest.fixture(scope="session")
 def synthetic_dataset(tmp_path_factory):
     """(json path, root) of a tiny synthetic kite dataset: 3/2/3 samples, images 40-48 rows by

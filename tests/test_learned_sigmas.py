@@ -108,12 +108,7 @@ def test_learned_sigmas_are_saved_resumed_and_used_to_decode(
     assert run_main(["--cfg", DEMO_CFG, *predict], capsys)[0] == 0
     assert used and all(s == pytest.approx(saved.tolist()) for s in used)
     resumed = tmp_path / "resumed"
-    more = [
-        *tiny_opts(noisy_data, resumed, epochs=3),
-        *SIGMA_OPTS,
-        "DATASET.DATASET_CLASS",
-        "generic",
-    ]
+    more = [*tiny_opts(noisy_data, resumed, epochs=3), *SIGMA_OPTS]
     more += ["MODEL.CHECKPOINT", str(out / "model_latest.model")]
     assert run_main(["--cfg", DEMO_CFG, *more], capsys)[0] == 0
     assert list(pd.read_csv(resumed / "metrics.csv")["epoch"]) == [1, 2, 3]

@@ -48,13 +48,6 @@ def tiny_opts(data: Path, output: Path, epochs: int = 2) -> list[str]:
     ]
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("kites")
-    make_synthetic_dataset(root, counts=(8, 3, 4), size_range=((40, 48), (50, 60)), seed=3)
-    return root
-
-
 def run_main(argv: list[str], capsys) -> tuple[int, str]:
     code = main.main(argv)
     return code, capsys.readouterr().err

@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 import torch
 
-from datasets.synthetic import make_synthetic_dataset
 from tests.test_main import DEMO_CFG, REPO, run_main, tiny_opts
 from trainer.preemption import (
     PREEMPTED_EXIT_CODE,
@@ -25,13 +24,6 @@ from utils.distributed import ProcessGroup
 from utils.errors import CheckpointError
 
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("kites")
-    make_synthetic_dataset(root, counts=(8, 3, 2), size_range=((40, 48), (50, 60)), seed=3)
-    return root
 
 
 def test_signal_sets_the_flag_only_inside_the_block():

@@ -11,7 +11,6 @@ import pytest
 from PIL import Image
 from torch import nn
 
-from datasets.synthetic import make_synthetic_dataset
 from tests.test_main import DEMO_CFG, run_main, tiny_opts
 from tracking.base import redact_config
 from utils.errors import ConfigError
@@ -128,10 +127,9 @@ def test_online_without_api_key_is_a_config_error(tmp_path):
         make_comet(tmp_path, offline=False)
 
 
-def test_tiny_run_with_every_output(tmp_path, capsys):
+def test_tiny_run_with_every_output(tiny_data, tmp_path, capsys):
     """Comet offline, TensorBoard, debug figures and all prediction figures in one tiny run."""
-    data, out = tmp_path / "data", tmp_path / "run"
-    make_synthetic_dataset(data, counts=(8, 3, 4), size_range=((40, 48), (50, 60)), seed=3)
+    data, out = tiny_data, tmp_path / "run"
     opts = [
         *tiny_opts(data, out, epochs=2),
         "OUTPUT.USE_COMETML_LOGGING", "True",
