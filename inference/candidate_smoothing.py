@@ -69,9 +69,9 @@ def candidate_smoothing(
         max_displacement: drop votes whose |dx| or |dy| reaches this many patches (they were
             clamped in training, so they point short of the landmark); None = keep all.
     Returns:
-        the blurred vote density (votes per patch) times the bicubically upsampled heatmap
-        (bilinear would pull the maximum towards patch centres), or the blurred density of
-        heatmap-weighted votes; only one of them where only one branch exists.
+        the blurred vote density (votes per patch) times the bilinearly upsampled heatmap, or
+        the blurred density of heatmap-weighted votes; only one of them where only one branch
+        exists.
     """
     if heatmap is None and displacement is None:
         raise ValueError("candidate smoothing needs a heatmap or a displacement output")

@@ -32,18 +32,17 @@ def decode_methods(
     decode: Decoder,
     methods: Sequence[str],
     smha_index: int = 0,
-    to_average: Callable[[Any], Any] = lambda output: output,
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
     """Coordinates (B, K, 2), uncertainty (B, K) and covariance (B, K, 2, 2) or None per method.
 
     Args:
-        outputs: one network output per ensemble member, for the same batch.
+        outputs: one network output per ensemble member, for the same batch, in the form in
+            which outputs are averaged (the trainer's ``inference_forward`` gives it).
         original_sizes: (B, 2) H, W of the images.
         decode: the trainer's ``get_coords_from_heatmap``.
         methods: any of ``smha`` (member ``smha_index``'s prediction and maximum heatmap
             activation), ``emha`` (prediction and maximum activation of the mean output) and
             ``ecpv`` (mean of the members' coordinates; uncertainty: their variance, pixels²).
-        to_average: the trainer's ``output_to_average``, applied before E-MHA's mean.
     """
     unknown = set(methods) - set(ENSEMBLE_METHODS)
     if unknown:
@@ -56,7 +55,7 @@ def decode_methods(
     if "smha" in methods:
         results["smha"] = unpack(decode(outputs[smha_index], original_sizes))
     if "emha" in methods:
-        mean_output = average_outputs([to_average(o) for o in outputs])
+        mean_output = average_outputs(outputs)
         results["emha"] = unpack(decode(mean_output, original_sizes))
     if "ecpv" in methods:
         member_coords = torch.stack([decode(o, original_sizes)[0] for o in outputs])

@@ -81,7 +81,6 @@ class Predictor:
                 trainer.get_coords_from_heatmap,
                 methods,
                 smha_index,
-                to_average=trainer.output_to_average,
             )
             if debug_folder is not None:
                 first = next(iter(decoded.values()))

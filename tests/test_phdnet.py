@@ -142,6 +142,12 @@ def test_flip_tta_is_exact_for_displacements(tmp_path):
     torch.testing.assert_close(
         trainer.get_coords_from_heatmap(mirrored, sizes)[0], coords, atol=1e-3, rtol=0
     )
+    # Without TTA too, inference gives what E-MHA averages: probabilities and offsets.
+    trainer.tta_flip = False
+    with torch.no_grad():
+        single = trainer.inference_forward(image)
+    assert set(single) == {"probability", "offset"}
+    torch.testing.assert_close(single["offset"], plain["offset"])
 
 
 def test_phdnet_trains_and_predicts_end_to_end(tmp_path):

@@ -302,7 +302,8 @@ class ModelTrainerBase(ABC):
         return coords, max_activation
 
     def flip_output_back(self, output: Any) -> Any:
-        """Undo a vertical flip of the input on the network's output (for INFERENCE.TTA_FLIP).
+        """Undo a vertical flip of the input on the network's output in ``output_to_average``'s
+        form (for INFERENCE.TTA_FLIP).
 
         The default flips every (B, K, H, W) heatmap of a tensor or list of them upside down,
         which is exact in the project's convention (y -> H - 1 - y maps pixel centres onto pixel
@@ -310,8 +311,9 @@ class ModelTrainerBase(ABC):
         return flip_vertically(output)
 
     def inference_forward(self, images: torch.Tensor, network: torch.nn.Module | None = None):
-        """``network``'s (default: ``self.network``) output for a batch; with TTA_FLIP, averaged
-        with the output for the flipped images, flipped back."""
+        """``network``'s (default: ``self.network``) output for a batch, in
+        ``output_to_average``'s form; with TTA_FLIP, averaged with the output for the flipped
+        images, flipped back."""
         network = network or self.network
         with self.autocast():
             output = self.whole_image_forward(images, network)
@@ -320,7 +322,7 @@ class ModelTrainerBase(ABC):
             flipped = self.flip_output_back(
                 self.whole_image_forward(self.flip_input(images), network)
             )
-        return average_outputs([self.output_to_average(output), self.output_to_average(flipped)])
+        return average_outputs([output, flipped])
 
     def flip_input(self, images: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) images flipped upside down for TTA_FLIP. Position channels are not
@@ -331,12 +333,11 @@ class ModelTrainerBase(ABC):
         return torch.cat([images[:, :1].flip(-2), images[:, 1:]], dim=1)
 
     def whole_image_forward(self, images: torch.Tensor, network: torch.nn.Module) -> Any:
-        """``network``'s output for whole (B, C, H, W) images: as it is after full-image
-        training; after patch training (one image per batch), in ``output_to_average``'s form,
-        run whole (padded to ``input_multiple``) or stitched from windows of the patch size, as
-        SAMPLER.PATCH.INFERENCE_MODE says."""
+        """``network``'s output for whole (B, C, H, W) images, in ``output_to_average``'s form;
+        after patch training (one image per batch) run whole (padded to ``input_multiple``) or
+        stitched from windows of the patch size, as SAMPLER.PATCH.INFERENCE_MODE says."""
         if not self.patch_sampling:
-            return network(images)
+            return self.output_to_average(network(images))
 
         def forward(windows: torch.Tensor) -> Any:
             return self.output_to_average(network(windows))

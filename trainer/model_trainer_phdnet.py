@@ -80,10 +80,9 @@ class ModelTrainerPHDNet(ModelTrainerBase):
 
     def flip_output_back(self, output):
         flipped = super().flip_output_back(output)  # every map upside down
-        for key in ("displacement", "offset"):  # and a downward offset becomes an upward one
-            if key in flipped:
-                sign = torch.tensor([1.0, -1.0], device=flipped[key].device)[:, None, None]
-                flipped[key] = flipped[key] * sign
+        if "offset" in flipped:  # and a downward offset becomes an upward one
+            sign = torch.tensor([1.0, -1.0], device=flipped["offset"].device)[:, None, None]
+            flipped["offset"] = flipped["offset"] * sign
         return flipped
 
     def output_to_average(self, output):
