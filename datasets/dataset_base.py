@@ -170,7 +170,7 @@ def parse_samples(
 
 class DatasetBase(Dataset):
     """One split of a dataset JSON, resized to ``input_size`` (H, W) (None: kept at its original
-    size), optionally augmented, and optionally cut into a patch by ``patch_sampler``.
+    size), optionally augmented, and optionally cut into patches (``with_patches``).
 
     ``__getitem__`` returns a dict of tensors:
       - ``image`` (C, H, W) float32 (the patch, with a patch sampler): channel 0 the image,
@@ -206,7 +206,6 @@ class DatasetBase(Dataset):
         cache_data: bool = True,
         default_pixel_size: tuple[float, float] | None = None,
         max_samples: int = -1,
-        patch_sampler: PatchSampler | None = None,
         with_position: bool = False,
     ) -> None:
         if split not in SPLITS:
@@ -215,7 +214,7 @@ class DatasetBase(Dataset):
         self.split = split
         self.input_size = None if input_size is None else (int(input_size[0]), int(input_size[1]))
         self.augmentation = augmentation
-        self.patch_sampler = patch_sampler
+        self.patch_sampler: PatchSampler | None = None  # with_patches sets it
         self.with_position = with_position
         self.default_pixel_size = tuple(default_pixel_size) if default_pixel_size else None
         data = read_dataset_json(self.json_path)
@@ -260,14 +259,11 @@ class DatasetBase(Dataset):
         (N, K) bool (inside the image)."""
         coords, visible = [], []
         for index, sample in enumerate(self.samples):
-            if not sample.has_annotation:
-                continue
-            size = self._cache[index][1] if index in self._cache else self._load(index)[1]
-            points = np.asarray(sample.coords, dtype=np.float64)
-            if self.input_size is not None:
-                points = resize_coords(points, size, self.input_size)
-            coords.append(points)
-            visible.append(coords_inside(points, self.input_size or size))
+            if sample.has_annotation:
+                image, original_size, _ = self._cached_or_loaded(index)
+                points = self._served_coords(sample, original_size)
+                coords.append(points)
+                visible.append(coords_inside(points, image.shape))
         count = self.num_landmarks
         if not coords:
             return np.zeros((0, count, 2)), np.zeros((0, count), dtype=bool)
@@ -298,17 +294,25 @@ class DatasetBase(Dataset):
             image = resize_image(image, self.input_size)
         return image.astype(np.float32), original_size, pixel_size
 
+    def _cached_or_loaded(self, index: int) -> tuple[np.ndarray, tuple[int, int], tuple | None]:
+        return self._cache.get(index) or self._load(index)
+
+    def _served_coords(self, sample: Sample, original_size: tuple[int, int]) -> np.ndarray:
+        """(K, 2) x,y of an annotated sample's landmarks in pixels of the image served (kept
+        exact at the original size: a resize to the same size is not, in floating point)."""
+        if self.input_size is None:
+            return np.asarray(sample.coords, dtype=np.float64)
+        return resize_coords(sample.coords, original_size, self.input_size)
+
     def __getitem__(self, item: int | tuple[int, int]) -> dict[str, torch.Tensor]:
         """``item``: an index, or ``(index, augmentation seed)`` from SeededEpochSampler."""
         index, seed = item if isinstance(item, tuple) else (item, None)
-        image, original_size, pixel_size = self._cache.get(index) or self._load(index)
+        image, original_size, pixel_size = self._cached_or_loaded(index)
         sample = self.samples[index]
         if not sample.has_annotation:
             coords = np.zeros((self.num_landmarks, 2))
-        elif self.input_size is None:
-            coords = np.asarray(sample.coords, dtype=np.float64)
         else:
-            coords = resize_coords(sample.coords, original_size, self.input_size)
+            coords = self._served_coords(sample, original_size)
         if self.augmentation is not None:
             if seed is None:
                 seed = int(torch.randint(0, 2**31 - 1, (1,)).item())

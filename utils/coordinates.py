@@ -74,8 +74,8 @@ def position_channels(
     height, width = int(image_size[0]), int(image_size[1])
     x = np.arange(patch_w) + int(corner[0])
     y = np.arange(patch_h) + int(corner[1])
-    x_scaled = np.where((x >= 0) & (x < width), (2 * x + 1) / width - 1, 0.0)
-    y_scaled = np.where((y >= 0) & (y < height), (2 * y + 1) / height - 1, 0.0)
+    x_scaled = (2 * x + 1) / width - 1
+    y_scaled = (2 * y + 1) / height - 1
     inside = ((y >= 0) & (y < height))[:, None] & ((x >= 0) & (x < width))[None, :]
     channels = np.stack(
         [
