@@ -8,6 +8,11 @@ import numpy as np
 import pandas as pd
 
 
+def error_column(unit: str) -> str:
+    """The predictions.csv column of errors in ``unit`` ('mm' or 'px')."""
+    return "error_mm" if unit == "mm" else "error_px"
+
+
 def radial_errors(
     predictions: np.ndarray, targets: np.ndarray, pixel_size: Sequence[float] | None = None
 ) -> np.ndarray:
@@ -36,7 +41,7 @@ def summarise_errors(
     annotated = predictions[predictions["error_px"].notna()]
     use_mm = len(annotated) > 0 and annotated["error_mm"].notna().all()
     unit = "mm" if use_mm else "px"
-    column = "error_mm" if use_mm else "error_px"
+    column = error_column(unit)
     rows = []
     for method, by_method in annotated.groupby("method", sort=False):
         groups = [(lm, g) for lm, g in by_method.groupby("landmark")] + [("all", by_method)]

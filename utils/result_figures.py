@@ -18,14 +18,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from utils.metrics import error_column
 from utils.plotting import FIGURE_DPI, image_figure, plt
 
 logger = logging.getLogger(__name__)
-
-
-def error_column(unit: str) -> str:
-    """The predictions.csv column of errors in ``unit`` ('mm' or 'px')."""
-    return "error_mm" if unit == "mm" else "error_px"
 
 
 def file_stem(sample_id: str) -> str:
