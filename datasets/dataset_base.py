@@ -91,6 +91,76 @@ class Sample:
         return self.coords is not None
 
 
+@dataclass
+class CheckedFields:
+    """What :func:`check_sample_fields` found in one raw JSON sample."""
+
+    coords: np.ndarray | None  # (K, 2) of the selected landmarks; None: unannotated or bad
+    num_coords: int | None  # landmarks in the file (all of them); None: none or malformed
+    pixel_size: tuple[float, float] | None
+    errors: list[str]  # empty when the sample can be used
+
+
+def check_sample_fields(
+    raw: dict,
+    landmarks: list[int],
+    attribute_keys: list[str],
+    allow_unannotated: bool,
+    num_coords: int | None,
+) -> CheckedFields:
+    """Check a raw sample's coordinates, pixel size and extra attributes (its ``id`` and
+    ``image`` already checked), against ``num_coords`` landmarks of earlier samples (None: it
+    is the first). The dataset refuses the first error, the data check reports them all."""
+    errors: list[str] = []
+    coords = count = None
+    annotated = raw.get("has_annotation", True)
+    if annotated and raw.get("coordinates") is not None:
+        try:
+            all_coords = np.asarray(raw["coordinates"], dtype=np.float64)
+        except (TypeError, ValueError):
+            all_coords = None
+            errors.append("coordinates must be a list of [x, y] numbers")
+        if all_coords is not None and (all_coords.ndim != 2 or all_coords.shape[1] != 2):
+            errors.append("coordinates must be a list of [x, y] pairs")
+        elif all_coords is not None:
+            count = len(all_coords)
+            bad = [i for i in landmarks if not 0 <= i < count]
+            if num_coords is not None and count != num_coords:
+                errors.append(f"has {count} landmarks, earlier samples have {num_coords}")
+            elif bad:
+                errors.append(
+                    f"DATASET.LANDMARKS {landmarks} asks for index {bad[0]} but the sample has "
+                    f"landmarks 0..{count - 1}"
+                )
+            else:
+                coords = all_coords[landmarks] if landmarks else all_coords
+                if not np.isfinite(coords).all():
+                    errors.append("coordinates contain NaN or infinity")
+                    coords = None
+    elif annotated:
+        errors.append('coordinates are null; set "has_annotation": false')
+    elif not allow_unannotated:
+        errors.append("has no annotation; unannotated samples belong in 'testing'")
+    pixel_size = raw.get("pixel_size")
+    if pixel_size is not None:
+        valid = (
+            isinstance(pixel_size, list)
+            and len(pixel_size) == 2
+            and all(
+                isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in pixel_size
+            )
+        )
+        if valid:
+            pixel_size = (float(pixel_size[0]), float(pixel_size[1]))
+        else:
+            errors.append("pixel_size must be [x, y] mm per pixel, both > 0")
+            pixel_size = None
+    missing = [key for key in attribute_keys if key not in raw]
+    if missing:
+        errors.append(f"lacks the attributes {missing} that the dataset class needs")
+    return CheckedFields(coords, count, pixel_size, errors)
+
+
 def parse_samples(
     raw_samples: list[dict],
     json_path: Path,
@@ -111,51 +181,13 @@ def parse_samples(
         if sample_id in seen_ids:
             raise DataError(f"{where}: duplicate id")
         seen_ids.add(sample_id)
-        coords = None
-        if raw.get("has_annotation", True) and raw.get("coordinates") is not None:
-            try:
-                all_coords = np.asarray(raw["coordinates"], dtype=np.float64)
-            except (TypeError, ValueError):
-                raise DataError(f"{where}: coordinates must be a list of [x, y] numbers") from None
-            if all_coords.ndim != 2 or all_coords.shape[1] != 2:
-                raise DataError(f"{where}: coordinates must be a list of [x, y] pairs")
-            if n_coords is None:
-                n_coords = len(all_coords)
-            if len(all_coords) != n_coords:
-                raise DataError(
-                    f"{where}: has {len(all_coords)} landmarks, earlier samples have {n_coords}"
-                )
-            bad = [i for i in landmarks if not 0 <= i < len(all_coords)]
-            if bad:
-                raise DataError(
-                    f"{where}: DATASET.LANDMARKS {landmarks} asks for index {bad[0]} but the "
-                    f"sample has landmarks 0..{len(all_coords) - 1}"
-                )
-            coords = all_coords[landmarks] if landmarks else all_coords
-            if not np.isfinite(coords).all():
-                raise DataError(f"{where}: coordinates contain NaN or infinity")
-        elif raw.get("has_annotation", True):
-            raise DataError(f'{where}: coordinates are null; set "has_annotation": false')
-        elif not allow_unannotated:
-            raise DataError(f"{where}: has no annotation; unannotated samples belong in 'testing'")
-        pixel_size = raw.get("pixel_size")
-        if pixel_size is not None:
-            valid = (
-                isinstance(pixel_size, list)
-                and len(pixel_size) == 2
-                and all(
-                    isinstance(v, int | float) and not isinstance(v, bool) and v > 0
-                    for v in pixel_size
-                )
-            )
-            if not valid:
-                raise DataError(f"{where}: pixel_size must be [x, y] mm per pixel, both > 0")
-            pixel_size = (float(pixel_size[0]), float(pixel_size[1]))
+        checked = check_sample_fields(raw, landmarks, attribute_keys, allow_unannotated, n_coords)
+        if checked.errors:
+            raise DataError(f"{where}: {checked.errors[0]}")
+        n_coords = n_coords or checked.num_coords
+        coords, pixel_size = checked.coords, checked.pixel_size
         if not (root / raw["image"]).is_file():
             raise DataError(f"{where}: image file not found: {root / raw['image']}")
-        missing = [key for key in attribute_keys if key not in raw]
-        if missing:
-            raise DataError(f"{where}: lacks the attributes {missing} that the dataset class needs")
         samples.append(
             Sample(
                 id=sample_id,

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from datasets.dataset_base import SPLITS, read_dataset_json
+from datasets.dataset_base import SPLITS, check_sample_fields, read_dataset_json
 from utils.coordinates import coords_inside, resize_coords
 from utils.errors import DataError
 from utils.image_io import read_image
@@ -101,34 +101,6 @@ class Fingerprint:
         return cls(**data)
 
 
-def _parse_coords(raw: dict, landmarks: list[int], where: list[str]) -> np.ndarray | None:
-    """The selected (K, 2) coordinates of a raw sample; appends errors to ``where``."""
-    try:
-        all_coords = np.asarray(raw["coordinates"], dtype=np.float64)
-    except (TypeError, ValueError):
-        where.append("coordinates must be a list of [x, y] numbers")
-        return None
-    if all_coords.ndim != 2 or all_coords.shape[1] != 2:
-        where.append("coordinates must be a list of [x, y] pairs")
-        return None
-    bad = [i for i in landmarks if not 0 <= i < len(all_coords)]
-    if bad:
-        where.append(
-            f"DATASET.LANDMARKS asks for index {bad[0]} but the sample has landmarks "
-            f"0..{len(all_coords) - 1}"
-        )
-        return None
-    return all_coords[landmarks] if landmarks else all_coords
-
-
-def _valid_pixel_size(value) -> bool:
-    return (
-        isinstance(value, list)
-        and len(value) == 2
-        and all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in value)
-    )
-
-
 def compute_fingerprint(
     json_path: str | Path,
     root: str | Path,
@@ -177,32 +149,12 @@ def compute_fingerprint(
             elif sample_id in first_split_of_id:
                 warnings.append(f"the same id is also in '{first_split_of_id[sample_id]}'")
             first_split_of_id.setdefault(sample_id, split)
-            coords = None
-            annotated = raw.get("has_annotation", True)
-            if annotated and raw.get("coordinates") is not None:
-                count_errors: list[str] = []
-                coords = _parse_coords(raw, landmarks, count_errors)
-                n_all = len(raw["coordinates"]) if not count_errors else None
-                if n_all is not None and n_coords is None:
-                    n_coords = n_all
-                if n_all is not None and n_all != n_coords:
-                    count_errors.append(f"has {n_all} landmarks, earlier samples have {n_coords}")
-                    coords = None
-                if coords is not None and not np.isfinite(coords).all():
-                    count_errors.append("coordinates contain NaN or infinity")
-                    coords = None
-                errors += count_errors
-            elif annotated:
-                errors.append('coordinates are null; set "has_annotation": false')
-            elif split != "testing":
-                errors.append("has no annotation; unannotated samples belong in 'testing'")
-            pixel_size = raw.get("pixel_size")
-            if pixel_size is not None and not _valid_pixel_size(pixel_size):
-                errors.append("pixel_size must be [x, y] mm per pixel, both > 0")
-                pixel_size = None
-            missing = [key for key in attribute_keys or [] if key not in raw]
-            if missing:
-                errors.append(f"lacks the attributes {missing} that the dataset class needs")
+            checked = check_sample_fields(
+                raw, landmarks, attribute_keys or [], split == "testing", n_coords
+            )
+            errors += checked.errors
+            n_coords = n_coords or checked.num_coords
+            coords, pixel_size = checked.coords, checked.pixel_size
             path = root / raw["image"]
             loaded = None
             try:
