@@ -302,8 +302,9 @@ def validate_cfg(cfg: CN) -> None:
     if clamp is not None and (not _is_number(clamp) or clamp <= 0):
         raise ConfigError(f"MODEL.PHDNET.CLAMP_DIST = {clamp!r}; give a distance > 0 or None")
     weight = cfg.SOLVER.REGRESS_SIGMA_LOSS_WEIGHT
-    if not cfg.SOLVER.REGRESS_SIGMA and weight != _C.SOLVER.REGRESS_SIGMA_LOSS_WEIGHT:
-        raise ConfigError("SOLVER.REGRESS_SIGMA_LOSS_WEIGHT is used only with REGRESS_SIGMA True")
+    _used_only_with(
+        cfg, ["SOLVER.REGRESS_SIGMA_LOSS_WEIGHT"], cfg.SOLVER.REGRESS_SIGMA, "REGRESS_SIGMA True"
+    )
     if weight < 0:
         raise ConfigError(f"SOLVER.REGRESS_SIGMA_LOSS_WEIGHT = {weight}; it must be >= 0")
     if not is_auto(cfg.MODEL.GAUSS_SIGMA) and cfg.MODEL.GAUSS_SIGMA <= 0:
@@ -317,15 +318,14 @@ def validate_cfg(cfg: CN) -> None:
     keys = cfg.INFERENCE.ENSEMBLE_UNCERTAINTY_KEYS
     if not keys or any(k not in ("smha", "emha", "ecpv") for k in keys):
         raise ConfigError(f"INFERENCE.ENSEMBLE_UNCERTAINTY_KEYS = {keys}; use smha, emha, ecpv")
-    if not cfg.INFERENCE.ENSEMBLE_INFERENCE:
-        for key in (
-            "INFERENCE.ENSEMBLE_CHECKPOINTS",
-            "INFERENCE.ENSEMBLE_UNCERTAINTY_KEYS",
-            "INFERENCE.UNCERTAINTY_SMHA_MODEL_IDX",
-        ):
-            if get_value(cfg, key) != get_value(_C, key):
-                raise ConfigError(f"{key} is used only with INFERENCE.ENSEMBLE_INFERENCE True")
-    else:
+    ensemble_keys = [
+        "INFERENCE.ENSEMBLE_CHECKPOINTS",
+        "INFERENCE.ENSEMBLE_UNCERTAINTY_KEYS",
+        "INFERENCE.UNCERTAINTY_SMHA_MODEL_IDX",
+    ]
+    enabled = cfg.INFERENCE.ENSEMBLE_INFERENCE
+    _used_only_with(cfg, ensemble_keys, enabled, "INFERENCE.ENSEMBLE_INFERENCE True")
+    if enabled:
         if cfg.MODEL.CHECKPOINT:
             raise ConfigError(
                 "MODEL.CHECKPOINT is not used by ensemble inference; list the "
@@ -379,8 +379,7 @@ def validate_cfg(cfg: CN) -> None:
 def _validate_auto_keys(cfg: CN) -> None:
     """The "auto"-only keys, and the values "auto" keys may hold instead of "auto"."""
     for key, auto_key in AUTO_ONLY_KEYS.items():
-        if get_value(cfg, key) != get_value(_C, key) and not is_auto(get_value(cfg, auto_key)):
-            raise ConfigError(f'{key} is used only with {auto_key} "auto"')
+        _used_only_with(cfg, [key], is_auto(get_value(cfg, auto_key)), f'{auto_key} "auto"')
     pixels = cfg.SAMPLER.MAX_INPUT_PIXELS
     if not isinstance(pixels, int) or isinstance(pixels, bool) or pixels < 64:
         raise ConfigError(f"SAMPLER.MAX_INPUT_PIXELS = {pixels!r}; give a pixel count >= 64")
@@ -403,14 +402,21 @@ def _validate_auto_keys(cfg: CN) -> None:
         )
 
 
+def _used_only_with(cfg: CN, keys, enabled: bool, condition: str) -> None:
+    """Refuse a non-default value of any of ``keys`` unless ``enabled`` (``condition`` says
+    what enables them): a key that would be ignored is an error, not a silent no-op."""
+    if enabled:
+        return
+    for key in keys:
+        if get_value(cfg, key) != get_value(_C, key):
+            raise ConfigError(f"{key} is used only with {condition}")
+
+
 def _validate_patch_keys(cfg: CN) -> None:
     patch = cfg.SAMPLER.PATCH
     if cfg.SAMPLER.SAMPLE_MODE != "patch_bias":
-        for key in patch:
-            if patch[key] != _C.SAMPLER.PATCH[key]:
-                raise ConfigError(
-                    f"SAMPLER.PATCH.{key} is used only with SAMPLER.SAMPLE_MODE patch_bias"
-                )
+        keys = [f"SAMPLER.PATCH.{key}" for key in patch]
+        _used_only_with(cfg, keys, False, "SAMPLER.SAMPLE_MODE patch_bias")
         return
     if not (_is_number(patch.SAMPLER_BIAS) and 0 <= patch.SAMPLER_BIAS <= 1):
         raise ConfigError(f"SAMPLER.PATCH.SAMPLER_BIAS = {patch.SAMPLER_BIAS}; give 0 ... 1")
@@ -436,10 +442,9 @@ def _validate_patch_keys(cfg: CN) -> None:
 
 def _validate_tracking(cfg: CN) -> None:
     """Comet keys only with Comet on, and the optional packages that enabled options need."""
-    if not cfg.OUTPUT.USE_COMETML_LOGGING:
-        for key in _COMET_KEYS:
-            if get_value(cfg, key) != get_value(_C, key):
-                raise ConfigError(f"{key} is used only with OUTPUT.USE_COMETML_LOGGING True")
+    _used_only_with(
+        cfg, _COMET_KEYS, cfg.OUTPUT.USE_COMETML_LOGGING, "OUTPUT.USE_COMETML_LOGGING True"
+    )
     tags = cfg.OUTPUT.COMET_TAGS
     if not isinstance(tags, list | tuple) or not all(isinstance(t, str) for t in tags):
         raise ConfigError(f"OUTPUT.COMET_TAGS = {tags!r}; give a list of strings")
