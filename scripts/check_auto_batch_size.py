@@ -22,7 +22,7 @@ from config import load_cfg  # noqa: E402
 from config_auto import prepare_config, resolve_auto_config  # noqa: E402
 from datasets.fingerprint import Fingerprint  # noqa: E402
 from trainer.model_trainer_base import resolve_device  # noqa: E402
-from utils.errors import LannuError  # noqa: E402
+from utils.errors import LannuError, one_line  # noqa: E402
 from utils.logging_setup import setup_logging  # noqa: E402
 
 
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             cfg, plan = prepare_config(cfg)
     except LannuError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     for line in plan:
         logging.getLogger("lannunet").info("%s", line)

@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO))
 
 from config import load_cfg  # noqa: E402
 from inference.cross_validation import fold_numbers  # noqa: E402
-from utils.errors import LannuError  # noqa: E402
+from utils.errors import LannuError, one_line  # noqa: E402
 
 SCRIPTS = REPO / "scripts" / "scripts_bess"
 ARRAY_JOB_ID = "$ARRAY_JOB_ID"  # the array's job id: a shell variable in the dry run's script
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         task = ["TRAINER.FOLD", str(folds[0]), "TRAINER.CROSS_VALIDATION", "False"]
         load_cfg(args.cfg, [*args.opts, *task, "TRAINER.AUTO_RESUME", "True"])
     except LannuError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     if len(set(args.seeds)) != len(args.seeds):
         print(f"error: --seeds {args.seeds} repeats a seed", file=sys.stderr)
