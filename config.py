@@ -62,6 +62,7 @@ _C.SOLVER.MAX_AUTO_BATCH_SIZE = 32  # largest batch DATA_LOADER_BATCH_SIZE "auto
 _C.SOLVER.DEEP_SUPERVISION = True  # also supervise the coarser decoder levels
 _C.SOLVER.NUM_RES_SUPERVISIONS = 5  # how many decoder levels (finest first) get a loss
 _C.SOLVER.AUTO_MIXED_PRECISION = True  # float16 autocast + grad scaler (CUDA only)
+_C.SOLVER.GRAD_CLIP_NORM = 0.0  # clip the gradients' global L2 norm to this before a step; 0 = off
 _C.SOLVER.LOSS_FUNCTION = "mse"  # heatmap loss: a key of losses/loss_index.py ("mse", "awl")
 _C.SOLVER.REGRESS_SIGMA = False  # learn the target Gaussian's sigma per landmark (U-Net)
 _C.SOLVER.REGRESS_SIGMA_LOSS_WEIGHT = 0.05  # weight of mean(sigma^2) in the loss (REGRESS_SIGMA)
@@ -286,17 +287,10 @@ def validate_cfg(cfg: CN) -> None:
         raise ConfigError("SOLVER.NUM_RES_SUPERVISIONS must be at least 1")
     if not 1 <= cfg.MODEL.PHDNET.MAXPOOL_FACTOR <= 6:
         raise ConfigError("MODEL.PHDNET.MAXPOOL_FACTOR must be between 1 and 6")
-    patch = 2**cfg.MODEL.PHDNET.MAXPOOL_FACTOR
-    size_key = (
-        "SAMPLER.PATCH.SAMPLE_PATCH_SIZE"
-        if cfg.SAMPLER.SAMPLE_MODE == "patch_bias"
-        else "SAMPLER.INPUT_SIZE"
-    )
-    size = get_value(cfg, size_key)
-    if cfg.MODEL.ARCHITECTURE == "PHD-Net" and not is_auto(size) and any(s % patch for s in size):
+    clip = cfg.SOLVER.GRAD_CLIP_NORM
+    if not _is_number(clip) or clip < 0:
         raise ConfigError(
-            f"{size_key} {list(size)} must be divisible "
-            f"by the PHD-Net patch size {patch} (2^MODEL.PHDNET.MAXPOOL_FACTOR)"
+            f"SOLVER.GRAD_CLIP_NORM = {clip!r}; give a norm > 0, or 0 for no clipping"
         )
     clamp = cfg.MODEL.PHDNET.CLAMP_DIST
     if clamp is not None and (not _is_number(clamp) or clamp <= 0):
@@ -391,9 +385,8 @@ def _validate_auto_keys(cfg: CN) -> None:
         not isinstance(workers, int) or isinstance(workers, bool) or workers < 0
     ):
         raise ConfigError(f'SAMPLER.NUM_WORKERS = {workers!r}; give 0, 1, ... or "auto"')
-    full_resolution = (
-        cfg.SAMPLER.SAMPLE_MODE == "patch_bias"
-        and cfg.SAMPLER.PATCH.RESOLUTION_TO_SAMPLE_FROM == "full"
+    full_resolution = full_resolution_patches(
+        cfg.SAMPLER.SAMPLE_MODE, cfg.SAMPLER.PATCH.RESOLUTION_TO_SAMPLE_FROM
     )
     if is_auto(cfg.SAMPLER.INPUT_SIZE) and full_resolution:
         raise ConfigError(
@@ -456,25 +449,20 @@ def _validate_tracking(cfg: CN) -> None:
             raise ConfigError(f"{key} True needs the {module} package: {_TRACKING_PIP}")
 
 
-# Keys that a built-in architecture does not read; a non-default value is logged as unused.
-UNUSED_BY_ARCHITECTURE = {
-    "U-Net": ("MODEL.PHDNET",),
-    "PHD-Net": (
-        "MODEL.UNET",
-        "MODEL.HM_LAMBDA_SCALE",
-        "SOLVER.DEEP_SUPERVISION",
-        "SOLVER.NUM_RES_SUPERVISIONS",
-    ),
-}
+def full_resolution_patches(sample_mode: str, resolution: str) -> bool:
+    """Whether patches are cut from the images at their own size (SAMPLER.SAMPLE_MODE
+    patch_bias with RESOLUTION_TO_SAMPLE_FROM full): then nothing is resized and
+    SAMPLER.INPUT_SIZE is not used."""
+    return sample_mode == "patch_bias" and resolution == "full"
 
 
-def unused_keys(cfg: CN) -> list[str]:
-    """Keys set to non-default values that MODEL.ARCHITECTURE (or full-resolution patch
-    sampling, which never resizes) does not read."""
-    keys = UNUSED_BY_ARCHITECTURE.get(cfg.MODEL.ARCHITECTURE, ())
-    if (
-        cfg.SAMPLER.SAMPLE_MODE == "patch_bias"
-        and cfg.SAMPLER.PATCH.RESOLUTION_TO_SAMPLE_FROM == "full"
+def unused_keys(cfg: CN, unused_by_architecture: tuple[str, ...] = ()) -> list[str]:
+    """Keys set to non-default values that are not read: ``unused_by_architecture`` (the
+    trainer class's ``unused_config_keys``), and SAMPLER.INPUT_SIZE with full-resolution
+    patches, which never resize."""
+    keys = tuple(unused_by_architecture)
+    if full_resolution_patches(
+        cfg.SAMPLER.SAMPLE_MODE, cfg.SAMPLER.PATCH.RESOLUTION_TO_SAMPLE_FROM
     ):
         keys = (*keys, "SAMPLER.INPUT_SIZE")
     return [key for key in keys if get_value(cfg, key) != get_value(_C, key)]

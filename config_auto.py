@@ -3,14 +3,13 @@
 main.py calls :func:`prepare_config`: the data check (cached), then :func:`resolve_auto_config`
 before the trainer is built,
 so the trainer, ``OUTPUT_DIR/config.yaml`` and every checkpoint see concrete numbers, and a run
-repeats exactly from its config.yaml. The rules themselves are in utils/auto_config.py.
+repeats exactly from its config.yaml. The rules themselves are in trainer/auto_rules.py.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
-import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -32,17 +31,16 @@ from datasets.dataset_base import prepared_annotation_file
 from datasets.dataset_index import get_dataset_class
 from datasets.fingerprint import Fingerprint, cached_fingerprint, format_report, raise_on_errors
 from inference.cross_validation import fold_numbers
-from models.unet_classic import plan_unet_features
-from trainer.model_trainer_base import resolve_device
-from utils.auto_config import (
+from trainer.auto_batch_size import cuda_batch_probe, probe_config
+from trainer.auto_rules import (
     GPU_MEMORY_HEADROOM,
-    auto_gauss_sigma,
-    auto_input_size,
     auto_num_workers,
     cpu_batch_size,
     search_batch_size,
-    sigma_level_floor,
 )
+from trainer.model_trainer_index import build_trainer, get_trainer_class
+from trainer.planning import network_input_size
+from utils.devices import resolve_device
 from utils.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -59,24 +57,10 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _network_input_size(cfg: CfgNode) -> tuple[int, int]:
-    if cfg.SAMPLER.SAMPLE_MODE == "patch_bias":
-        return tuple(int(s) for s in cfg.SAMPLER.PATCH.SAMPLE_PATCH_SIZE)
-    return tuple(int(s) for s in cfg.SAMPLER.INPUT_SIZE)
-
-
 def _resolve_input_size(cfg: CfgNode, fingerprint: Fingerprint) -> tuple[list[int], str]:
     median = fingerprint.median_size()
     budget = int(cfg.SAMPLER.MAX_INPUT_PIXELS)
-    if cfg.MODEL.ARCHITECTURE == "U-Net":
-        size = auto_input_size(median, budget, int(cfg.MODEL.UNET.MIN_FEATURE_RESOLUTION))
-    elif cfg.MODEL.ARCHITECTURE == "PHD-Net":
-        size = auto_input_size(median, budget, multiple=2**cfg.MODEL.PHDNET.MAXPOOL_FACTOR)
-    else:
-        raise ConfigError(
-            f'SAMPLER.INPUT_SIZE "auto" knows the U-Net and PHD-Net down-sampling, not '
-            f"MODEL.ARCHITECTURE {cfg.MODEL.ARCHITECTURE!r}; give [height, width]"
-        )
+    size = get_trainer_class(cfg.MODEL.ARCHITECTURE).plan_input_size(cfg, median)
     reason = (
         f"median image {median[0]:g} x {median[1]:g} (aspect H/W "
         f"{fingerprint.median_aspect():.3f}), at most {budget} pixels: {size[0]} x {size[1]} "
@@ -102,74 +86,11 @@ def _resolve_input_size(cfg: CfgNode, fingerprint: Fingerprint) -> tuple[list[in
     return list(size), reason
 
 
-def _supervised_levels(cfg: CfgNode) -> int:
-    """How many U-Net decoder levels get a loss (as trainer/model_trainer_unet.py plans it)."""
-    unet = cfg.MODEL.UNET
-    try:
-        features = plan_unet_features(
-            _network_input_size(cfg),
-            int(unet.MIN_FEATURE_RESOLUTION),
-            int(unet.INIT_FEATURES),
-            int(unet.MAX_FEATURES),
-        )
-    except ValueError as err:
-        key = "PATCH.SAMPLE_PATCH_SIZE" if cfg.SAMPLER.SAMPLE_MODE == "patch_bias" else "INPUT_SIZE"
-        raise ConfigError(f"SAMPLER.{key}: {err}") from None
-    if not cfg.SOLVER.DEEP_SUPERVISION:
-        return 1
-    return min(int(cfg.SOLVER.NUM_RES_SUPERVISIONS), len(features) - 1)
-
-
 def _resolve_sigma(cfg: CfgNode, fingerprint: Fingerprint) -> tuple[float, str]:
-    if cfg.MODEL.ARCHITECTURE == "PHD-Net":
-        return 1.0, "PHD-Net: one patch, the Gaussian the patch-grid targets were designed for"
-    if cfg.MODEL.ARCHITECTURE != "U-Net":
-        raise ConfigError(
-            f'MODEL.GAUSS_SIGMA "auto" is planned for the U-Net and PHD-Net, not '
-            f"{cfg.MODEL.ARCHITECTURE!r}; give a number"
-        )
-    if cfg.SAMPLER.SAMPLE_MODE == "patch_bias":
-        return _resolve_patch_sigma(cfg, fingerprint)
-    levels = _supervised_levels(cfg)
-    size = _network_input_size(cfg)
-    sigma = auto_gauss_sigma(size, levels)
-    median_h, median_w = fingerprint.median_size()
-    input_h, input_w = size
-    reason = (
-        f"{levels} supervised level(s) of input {list(size)}: sigma / 2^{levels - 1} = "
-        f"{sigma / 2 ** (levels - 1):g} px at the coarsest; {sigma * median_w / input_w:.1f} x "
-        f"{sigma * median_h / input_h:.1f} original px (x, y)"
-    )
-    return sigma, reason
-
-
-def _resolve_patch_sigma(cfg: CfgNode, fingerprint: Fingerprint) -> tuple[float, str]:
-    """A patch shows the image at a finer scale than a whole resized image, but a landmark is
-    no more precisely defined there: the target keeps the width, in original pixels, that
-    whole-image training of this dataset would give it (a 256-pixel patch of a cephalogram at
-    full resolution learned with sigma 20 and not with 8; see the README)."""
-    whole = cfg.clone()
-    whole.defrost()
-    whole.SAMPLER.SAMPLE_MODE = "full"
-    whole.SAMPLER.INPUT_SIZE, _ = _resolve_input_size(whole, fingerprint)
-    whole_sigma, _ = _resolve_sigma(whole, fingerprint)
-    median_h, median_w = fingerprint.median_size()
-    whole_h, whole_w = whole.SAMPLER.INPUT_SIZE
-    original = whole_sigma * math.sqrt(median_h * median_w / (whole_h * whole_w))
-    if cfg.SAMPLER.PATCH.RESOLUTION_TO_SAMPLE_FROM == "full":
-        scale = 1.0
-    else:
-        input_h, input_w = (int(s) for s in cfg.SAMPLER.INPUT_SIZE)
-        scale = math.sqrt(input_h * input_w / (median_h * median_w))
-    levels = _supervised_levels(cfg)
-    patch = _network_input_size(cfg)
-    floor = sigma_level_floor(levels)
-    sigma = round(max(floor, min(original * scale, min(patch) / 8)), 1)
-    return sigma, (
-        f"whole-image training would use {whole_sigma:g} px at {whole_h} x {whole_w} = "
-        f"{original:.1f} original px; {original * scale:.1f} px where patches are cut, within "
-        f"[{floor:g} ({levels} supervised levels), 1/8 of the patch side {min(patch) / 8:g}]"
-    )
+    trainer_class = get_trainer_class(cfg.MODEL.ARCHITECTURE)
+    median = fingerprint.median_size()
+    whole_input_size = trainer_class.plan_input_size(cfg, median)  # what "auto" would resize to
+    return trainer_class.plan_sigma(cfg, median, whole_input_size)
 
 
 def _resolve_batch_size(
@@ -177,14 +98,12 @@ def _resolve_batch_size(
 ) -> tuple[int, str]:
     cap = int(cfg.SOLVER.MAX_AUTO_BATCH_SIZE)
     if probe is None and device.type == "cuda":
-        from trainer.auto_batch_size import cuda_batch_probe  # builds a trainer: only on CUDA
-
-        probe = cuda_batch_probe(cfg, num_landmarks, device)
+        probe = cuda_batch_probe(build_trainer(probe_config(cfg, device)), num_landmarks, device)
     if probe is None:
-        size = cpu_batch_size(_network_input_size(cfg), cap)
+        size = cpu_batch_size(network_input_size(cfg), cap)
         return size, (
             f"device {device.type}: a small batch (8 x 256 x 256 pixels per batch, 2 to "
-            f"SOLVER.MAX_AUTO_BATCH_SIZE {cap}) for input {list(_network_input_size(cfg))}"
+            f"SOLVER.MAX_AUTO_BATCH_SIZE {cap}) for input {list(network_input_size(cfg))}"
         )
     measure, limit = probe
     size, notes = search_batch_size(measure, limit, cap)
@@ -311,6 +230,7 @@ def prepare_config(cfg: CfgNode) -> tuple[CfgNode, list[str]]:
     and lines for the log (the data summary, its warnings, each value chosen and why).
 
     Raises DataError naming the first defect if the data check finds errors."""
+    get_trainer_class(cfg.MODEL.ARCHITECTURE).check_config(cfg)  # before reading any data
     fingerprints = [dataset_fingerprint(cfg, path) for path in annotation_files(cfg)]
     lines = []
     for fingerprint in fingerprints:

@@ -17,9 +17,10 @@ from datasets.dataset_base import read_dataset_json
 from inference.cross_validation import fold_config, fold_numbers, summarise_cross_validation
 from inference.predictor import run_inference
 from tracking import open_tracker
-from trainer.model_trainer_base import ModelTrainerBase, seed_everything
-from trainer.model_trainer_index import build_trainer
+from trainer.model_trainer_base import ModelTrainerBase
+from trainer.model_trainer_index import build_trainer, get_trainer_class, load_predictor
 from trainer.preemption import PREEMPTED_EXIT_CODE, Preempted, latest_checkpoint, stop_on_signals
+from utils.devices import seed_everything
 from utils.distributed import close_distributed, init_distributed
 from utils.errors import ConfigError, run_command
 from utils.logging_setup import setup_logging
@@ -53,40 +54,62 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def test_checkpoints(
+    trainer: ModelTrainerBase,
+    checkpoints: list[Path],
+    methods: tuple[str, ...] = ("smha",),
+    smha_index: int = 0,
+    name: str | None = None,
+    sets: tuple | None = None,
+) -> Path:
+    """Predict the testing list with ``checkpoints`` together (one model, or an ensemble
+    named ``name``), calibrated on the validation list, into a new results folder; ``sets``:
+    the trainer's ``evaluation_sets()`` if already made (their images stay cached)."""
+    test_set, calibration_set = sets or trainer.evaluation_sets()
+    predictor = load_predictor(checkpoints, trainer.cfg)
+    return run_inference(
+        predictor,
+        test_set,
+        trainer.results_settings(),
+        calibration_set,
+        methods=methods,
+        smha_index=smha_index,
+        name=name or Path(checkpoints[0]).stem,
+        tracker=trainer.tracker,
+    )
+
+
 def train_and_test(trainer: ModelTrainerBase, checkpoint: str | None) -> list[Path]:
     """Train (resuming from ``checkpoint`` if given), then test the best and latest models.
     Returns the results folders."""
     if checkpoint:
         trainer.load_checkpoint(checkpoint, resume_training=True)
     with stop_on_signals():  # SIGTERM/SIGUSR1: stop after the step (trainer/preemption.py)
-        trainer.train()
+        trainer.run_training()
     if not trainer.process_group.is_main:  # rank 0 tests; the others are done
         return []
     if not read_dataset_json(trainer.annotation_file()).get("testing"):
         logger.info("no testing list in %s: skipping inference", trainer.annotation_file())
         return []
-    test_set, calibration_set = trainer.evaluation_sets()
+    sets = trainer.evaluation_sets()
     return [
-        run_inference(trainer, [trainer.checkpoint_path(kind)], test_set, calibration_set)
+        test_checkpoints(trainer, [trainer.checkpoint_path(kind)], sets=sets)
         for kind in ("best", "latest")
     ]
 
 
 def test_only(trainer: ModelTrainerBase, checkpoints: list[Path]) -> None:
     """Test each checkpoint on the testing list, each with its own results folder."""
-    test_set, calibration_set = trainer.evaluation_sets()
+    sets = trainer.evaluation_sets()
     for path in checkpoints:
-        run_inference(trainer, [path], test_set, calibration_set)
+        test_checkpoints(trainer, [path], sets=sets)
 
 
 def test_ensemble(trainer: ModelTrainerBase, cfg) -> None:
     """INFERENCE.ENSEMBLE_INFERENCE: all checkpoints together, one results folder."""
-    test_set, calibration_set = trainer.evaluation_sets()
-    run_inference(
+    test_checkpoints(
         trainer,
         [Path(p) for p in cfg.INFERENCE.ENSEMBLE_CHECKPOINTS],
-        test_set,
-        calibration_set,
         methods=tuple(cfg.INFERENCE.ENSEMBLE_UNCERTAINTY_KEYS),
         smha_index=cfg.INFERENCE.UNCERTAINTY_SMHA_MODEL_IDX,
         name="ensemble",
@@ -210,7 +233,8 @@ def start_run_logging(cfg, args: argparse.Namespace, plan: list[str]) -> None:
     for line in plan:
         logger.info("%s", line)
     seed_everything(cfg.SOLVER.SEED)
-    for key in unused_keys(cfg):
+    unused_by_architecture = get_trainer_class(cfg.MODEL.ARCHITECTURE).unused_config_keys
+    for key in unused_keys(cfg, unused_by_architecture):
         logger.warning(
             "%s is set but not used by MODEL.ARCHITECTURE %s", key, cfg.MODEL.ARCHITECTURE
         )

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from inference.stitching import (
+from transforms.stitching import (
     crop_to_image,
     image_sized_zeros,
     map_tensors,

@@ -23,7 +23,6 @@ from utils.result_figures import file_stem
 
 if TYPE_CHECKING:
     from datasets.dataset_base import DatasetBase
-    from trainer.model_trainer_base import ModelTrainerBase
 
 PANEL_INCHES = 3.0  # width of one landmark's panel
 MAX_COLUMNS = 4
@@ -80,26 +79,28 @@ def save_heatmap_debug_figure(
 
 
 def save_debug_batch(
-    trainer: ModelTrainerBase,
+    maps: torch.Tensor,
     dataset: DatasetBase,
     batch: dict[str, torch.Tensor],
-    output: Any,
     decoded: tuple[torch.Tensor, torch.Tensor, Any],
+    evaluation_mode: str,
+    landmark_ids: Sequence[int],
     folder: Path,
 ) -> None:
     """Figures for every sample of a predicted batch.
 
     Args:
-        output: the network output whose ``trainer.display_heatmaps`` are shown.
+        maps: (B, K, h, w) maps to show (the label generator's ``display_maps``).
         decoded: (coords (B, K, 2) in the evaluation mode's pixels, uncertainty (B, K), ...).
+        evaluation_mode: INFERENCE.EVALUATION_MODE of ``decoded``.
     """
     folder.mkdir(parents=True, exist_ok=True)
     shown = tuple(batch["image"].shape[-2:])  # the image the network saw: figures use its pixels
-    heatmaps = trainer.display_heatmaps(output).float()[..., : shown[0], : shown[1]]
+    heatmaps = maps.float()[..., : shown[0], : shown[1]]
     if tuple(heatmaps.shape[-2:]) != shown:  # a coarser map: show it at image size
         heatmaps = resize_heatmaps(heatmaps, shown)
     coords, uncertainty = decoded[0].float().cpu().numpy(), decoded[1].float().cpu().numpy()
-    in_input = trainer.evaluation_mode == "use_input_size"
+    in_input = evaluation_mode == "use_input_size"
     for row, index in enumerate(batch["index"].tolist()):
         sample = dataset.samples[index]
         size = tuple(batch["original_size"][row].tolist())
@@ -107,7 +108,7 @@ def save_debug_batch(
         errors = np.full(len(predictions), np.nan)
         targets = np.full_like(predictions, np.nan)
         if sample.has_annotation:
-            target = target_coords(sample, size, trainer.evaluation_mode, trainer.image_size)
+            target = target_coords(sample, size, evaluation_mode, dataset.input_size)
             errors = radial_errors(coords[row], target)
             targets = batch["coords"][row].numpy()
         save_heatmap_debug_figure(
@@ -117,7 +118,7 @@ def save_debug_batch(
             targets,
             uncertainty[row],
             errors,
-            trainer.landmark_ids or list(range(len(predictions))),
+            landmark_ids or list(range(len(predictions))),
             f"{sample.id} (errors in px of the {'input' if in_input else 'original'} image)",
             folder / f"{file_stem(sample.id)}.png",
         )

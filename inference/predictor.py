@@ -1,22 +1,24 @@
 """Predicting a dataset with one model or an ensemble, and writing its evaluated results.
 
-The trainer supplies what is model-specific (building and loading the network, the forward pass
-with optional flip TTA, decoding); the predictor keeps every model's weights in memory, runs each
-batch through all of them once, and combines the outputs per method (inference/ensemble.py).
+Each :class:`InferenceModel` is a network loaded once, with its whole-image runner (flip TTA,
+patches) and its decoder; the predictor runs each batch through all of them and combines the
+outputs per method (inference/ensemble.py). It never holds or changes a trainer:
+trainer/model_trainer_index.load_predictor builds one from checkpoints.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from datasets.dataset_base import DatasetBase
@@ -24,34 +26,69 @@ from inference.debug_figures import save_debug_batch
 from inference.ensemble import decode_methods
 from inference.evaluation import evaluate_and_write
 from inference.predictions import Predictions, prediction_table
+from inference.whole_image import WholeImageRunner
+from tracking.base import Tracker
+from transforms.generate_labels import LabelGenerator
 from utils.errors import CheckpointError, DataError
 from utils.image_io import read_image
 from utils.result_figures import save_result_figures
 from utils.results import unique_results_dir
 
-if TYPE_CHECKING:
-    from trainer.model_trainer_base import ModelTrainerBase
-
-
 logger = logging.getLogger(__name__)
 
 
-class Predictor:
-    """The networks of ``checkpoints`` (same architecture), each loaded once and kept."""
+@dataclass
+class InferenceModel:
+    """One loaded model: ``network`` in eval mode on ``device``, its ``runner`` for whole
+    images, ``decode`` (its trainer's ``get_coords_from_heatmap``), its ``label_generator`` and
+    the JSON indices of its landmarks; ``source`` names it in errors (its checkpoint)."""
 
-    def __init__(self, trainer: ModelTrainerBase, checkpoints: Sequence[Path]) -> None:
-        self.trainer = trainer
-        self.networks = []
-        landmark_ids = None
-        for path in checkpoints:
-            trainer.load_checkpoint(path, resume_training=False)
-            if landmark_ids is not None and trainer.landmark_ids != landmark_ids:
+    network: torch.nn.Module
+    runner: WholeImageRunner
+    decode: Callable[[Any, torch.Tensor], tuple]
+    label_generator: LabelGenerator
+    landmark_ids: list[int]
+    device: torch.device
+    source: str = "model"
+
+
+class Predictor:
+    """Several models (same architecture and landmarks), each loaded once and kept.
+
+    Args:
+        models: the ensemble's members; one model is a single model.
+        batch_size: images per batch (1 after patch training: windows are batched instead).
+        num_workers: data loader workers.
+    """
+
+    def __init__(
+        self, models: Sequence[InferenceModel], batch_size: int = 1, num_workers: int = 0
+    ) -> None:
+        if not models:
+            raise ValueError("a predictor needs at least one model")
+        first = models[0]
+        for model in models[1:]:
+            if model.landmark_ids != first.landmark_ids:
                 raise CheckpointError(
-                    f"{path}: predicts landmarks {trainer.landmark_ids}, the "
-                    f"ensemble's first model {landmark_ids}"
+                    f"{model.source}: predicts landmarks {model.landmark_ids}, the "
+                    f"ensemble's first model {first.landmark_ids}"
                 )
-            landmark_ids = trainer.landmark_ids
-            self.networks.append(copy.deepcopy(trainer.network).eval())
+        self.models = list(models)
+        self.batch_size = batch_size if first.runner.mode == "resized" else 1
+        self.num_workers = num_workers
+
+    @property
+    def evaluation_mode(self) -> str:
+        return self.models[0].label_generator.decoder.evaluation_mode
+
+    def check_dataset(self, dataset: DatasetBase) -> None:
+        """Refuse a dataset whose landmarks (JSON indices) are not the models'."""
+        ids = dataset.landmarks or list(range(dataset.num_landmarks))
+        if ids != list(self.models[0].landmark_ids):
+            raise DataError(
+                f"{dataset.json_path}: landmarks {ids} (DATASET.LANDMARKS), but the model "
+                f"predicts landmarks {list(self.models[0].landmark_ids)}"
+            )
 
     @torch.no_grad()
     def predict(
@@ -62,29 +99,40 @@ class Predictor:
         debug_folder: Path | None = None,
     ) -> dict[str, Predictions]:
         """Predictions of every sample of ``dataset`` for each method, in the space of
-        INFERENCE.EVALUATION_MODE. One network gives ``smha``; several also ``emha``, ``ecpv``.
+        INFERENCE.EVALUATION_MODE. One model gives ``smha``; several also ``emha``, ``ecpv``.
         With ``debug_folder``, INFERENCE.DEBUG figures of member ``smha_index``'s heatmaps and
         the first method's predictions go there."""
-        trainer = self.trainer
+        first = self.models[0]
+        device = first.device
         parts: dict[str, list[Predictions]] = {method: [] for method in methods}
-        loader = trainer.make_loader(dataset, shuffle=False)
-        on_cuda = trainer.device.type == "cuda"
+        loader = DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+            pin_memory=device.type == "cuda",
+        )
+        on_cuda = device.type == "cuda"
         if on_cuda:
-            torch.cuda.reset_peak_memory_stats(trainer.device)
+            torch.cuda.reset_peak_memory_stats(device)
         start = time.perf_counter()
         for batch in tqdm(loader, desc="predicting", leave=False, disable=None):
-            images = batch["image"].to(trainer.device)
-            outputs = [trainer.inference_forward(images, network) for network in self.networks]
+            images = batch["image"].to(device)
+            outputs = [model.runner(model.network, images) for model in self.models]
             decoded = decode_methods(
-                outputs,
-                batch["original_size"],
-                trainer.get_coords_from_heatmap,
-                methods,
-                smha_index,
+                outputs, batch["original_size"], first.decode, methods, smha_index
             )
             if debug_folder is not None:
-                first = next(iter(decoded.values()))
-                save_debug_batch(trainer, dataset, batch, outputs[smha_index], first, debug_folder)
+                decoded_first = next(iter(decoded.values()))
+                save_debug_batch(
+                    first.label_generator.display_maps(outputs[smha_index]),
+                    dataset,
+                    batch,
+                    decoded_first,
+                    self.evaluation_mode,
+                    first.landmark_ids,
+                    debug_folder,
+                )
             for method, (coords, uncertainty, covariance) in decoded.items():
                 parts[method].append(
                     Predictions(
@@ -104,7 +152,7 @@ class Predictor:
             dataset.split,
             seconds,
             seconds / max(len(dataset), 1),
-            f", peak GPU memory {torch.cuda.max_memory_allocated(trainer.device) / 2**30:.2f} GiB"
+            f", peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB"
             if on_cuda
             else "",
         )
@@ -116,13 +164,12 @@ class Predictor:
         methods: Sequence[str],
         smha_index: int,
         debug_folder: Path | None = None,
-    ):
+    ) -> pd.DataFrame:
         """``predictions.csv``-style table of ``dataset`` for all methods."""
-        trainer = self.trainer
         return pd.concat(
             [
                 prediction_table(
-                    dataset, predictions, method, trainer.evaluation_mode, trainer.image_size
+                    dataset, predictions, method, self.evaluation_mode, dataset.input_size
                 )
                 for method, predictions in self.predict(
                     dataset, methods, smha_index, debug_folder
@@ -132,25 +179,39 @@ class Predictor:
         )
 
 
+@dataclass(frozen=True)
+class ResultsSettings:
+    """Where and how a results folder is written (plain values of OUTPUT and INFERENCE)."""
+
+    output_dir: Path
+    sdr_thresholds: Sequence[float]
+    uncertainty_bins: int
+    conformal_alpha: float
+    results_append: str = ""
+    dataset_name: str = ""
+    debug: bool = False
+    prediction_figures: int = 3
+
+
 def run_inference(
-    trainer: ModelTrainerBase,
-    checkpoints: Sequence[Path],
+    predictor: Predictor,
     test_set: DatasetBase,
+    results: ResultsSettings,
     calibration_set: DatasetBase | None = None,
     methods: Sequence[str] = ("smha",),
     smha_index: int = 0,
-    name: str | None = None,
+    name: str = "model",
+    tracker: Tracker | None = None,
 ) -> Path:
-    """Predict ``test_set`` with one checkpoint (method smha) or an ensemble (``methods``),
+    """Predict ``test_set`` with one model (method smha) or an ensemble (``methods``),
     calibrate the uncertainty on ``calibration_set`` if given, write the results to
     ``OUTPUT_DIR/results/<name><RESULTS_CSV_APPEND>`` and return that folder."""
     if len(test_set) == 0:
         raise DataError(f"{test_set.json_path}: the testing list is empty")
-    predictor = Predictor(trainer, checkpoints)
-    trainer.check_landmarks(test_set)
-    name = name or Path(checkpoints[0]).stem
-    folder = unique_results_dir(trainer.output_dir / "results", f"{name}{trainer.results_append}")
-    debug_folder = trainer.output_dir / "debug" / folder.name if trainer.inference_debug else None
+    predictor.check_dataset(test_set)
+    output_dir = Path(results.output_dir)
+    folder = unique_results_dir(output_dir / "results", f"{name}{results.results_append}")
+    debug_folder = output_dir / "debug" / folder.name if results.debug else None
     test_table = predictor.tables(test_set, methods, smha_index, debug_folder)
     calibration_table = None
     if calibration_set is not None and len(calibration_set):
@@ -159,21 +220,22 @@ def run_inference(
         test_table,
         calibration_table,
         folder,
-        thresholds=trainer.sdr_thresholds,
-        num_bins=trainer.uncertainty_bins,
-        alpha=trainer.conformal_alpha,
-        title=f"{trainer.dataset_name or test_set.json_path.name}: {name} on "
+        thresholds=list(results.sdr_thresholds),
+        num_bins=results.uncertainty_bins,
+        alpha=results.conformal_alpha,
+        title=f"{results.dataset_name or test_set.json_path.name}: {name} on "
         f"{len(test_set)} test images",
     )
+    evaluation_mode = predictor.evaluation_mode
     figures = save_result_figures(
         table,
         unit,
         folder,
-        lambda sample_id: figure_image(test_set, sample_id, trainer.evaluation_mode),
-        trainer.prediction_figures,
-        trainer.sdr_thresholds,
+        lambda sample_id: figure_image(test_set, sample_id, evaluation_mode),
+        results.prediction_figures,
+        list(results.sdr_thresholds),
     )
-    trainer.tracker.log_results(folder, summary, figures)
+    (tracker or Tracker()).log_results(folder, summary, figures)
     return folder
 
 

@@ -29,8 +29,8 @@ def time_whole_image_prediction(trainer, image_size: Sequence[int], repeats: int
         ``max_memory_allocated``; CPU: growth of the peak resident memory), ``finite``
         (all decoded coordinates finite).
     """
-    size = list(trainer.image_size or image_size)
-    image = torch.randn(1, trainer.input_channels, *size, device=trainer.device)
+    size = list(trainer.sampling.image_size or image_size)
+    image = torch.randn(1, trainer.sampling.input_channels, *size, device=trainer.device)
     original = torch.tensor([size])
     trainer.network.eval()
     cuda = trainer.device.type == "cuda"

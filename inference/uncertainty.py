@@ -24,13 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-HIGHER_IS_CERTAIN = {"smha": True, "emha": True, "ecpv": False}
-
-
-def uncertainty_score(method: str, uncertainty: np.ndarray) -> np.ndarray:
-    """The ``uncertainty`` column as a score where higher means less certain."""
-    values = np.asarray(uncertainty, dtype=float)
-    return -values if HIGHER_IS_CERTAIN.get(method, False) else values
+from utils.metrics import HIGHER_IS_CERTAIN, uncertainty_score  # noqa: F401 (re-exported)
 
 
 def coordinate_variance(coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

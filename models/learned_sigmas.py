@@ -42,6 +42,10 @@ class NetworkWithLearnedSigmas(nn.Module):
     def num_outputs(self) -> int:
         return self.network.num_outputs
 
+    @property
+    def input_multiple(self) -> int:
+        return self.network.input_multiple
+
     def forward(self, x: torch.Tensor):
         return self.network(x)
 

@@ -65,6 +65,7 @@ class PHDNet(nn.Module):
         self.trunk = nn.Sequential(*layers)
         self.num_landmarks = num_landmarks
         self.patch_size = 2**maxpool_factor
+        self.input_multiple = self.patch_size  # one output cell per patch
         self.heatmap = _branch(channels, num_landmarks) if branch_scheme != "displacement" else None
         self.displacement = (
             _branch(channels, 2 * num_landmarks) if branch_scheme != "heatmap" else None

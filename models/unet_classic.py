@@ -90,7 +90,8 @@ class UNet(nn.Module):
         )
 
     @property
-    def downsampling_factor(self) -> int:
+    def input_multiple(self) -> int:
+        """The total down-sampling: whole-image inputs are padded to sides divisible by it."""
         return 2 ** (len(self.features) - 1)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:

@@ -21,10 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from config import load_cfg  # noqa: E402
 from config_auto import prepare_config  # noqa: E402
-from datasets.dataset_index import get_dataset_class  # noqa: E402
-from inference.decoding import DECODERS, heatmap_to_coords  # noqa: E402
-from trainer.model_trainer_index import get_trainer_class  # noqa: E402
-from transforms.label_generator_index import get_label_generator_class  # noqa: E402
+from trainer.model_trainer_index import load_trainer  # noqa: E402
+from transforms.decoding import DECODERS, heatmap_to_coords  # noqa: E402
 from utils.metrics import radial_errors  # noqa: E402
 
 
@@ -40,13 +38,7 @@ def main() -> None:
     for tta in (False, True):
         cfg = load_cfg(args.cfg, [*args.opts, "INFERENCE.TTA_FLIP", str(tta)])
         cfg, _ = prepare_config(cfg)  # the data check, and numbers for any "auto" values
-        trainer = get_trainer_class(cfg.MODEL.ARCHITECTURE)(
-            cfg,
-            get_dataset_class(cfg.DATASET.DATASET_CLASS),
-            get_label_generator_class(cfg.MODEL.ARCHITECTURE),
-        )
-        trainer.load_checkpoint(args.checkpoint, resume_training=False)
-        trainer.network.eval()
+        trainer = load_trainer(args.checkpoint, cfg)
         dataset = trainer.make_dataset("testing")
         items = [dataset[i] for i in range(len(dataset)) if dataset.samples[i].has_annotation]
         with torch.no_grad():

@@ -45,7 +45,7 @@ def run(argv: list[str] | None = None) -> int:
     trainer = build_trainer(cfg)
     trainer.initialize(args.landmarks)
     result = time_whole_image_prediction(trainer, args.image_size, max(1, args.repeats))
-    mode = trainer.inference_mode if trainer.patch_sampling else "whole resized image"
+    mode = trainer.sampling.inference_mode if trainer.sampling.patches else "whole resized image"
     memory = "peak GPU memory" if trainer.device.type == "cuda" else "peak RSS growth"
     print(
         f"{args.cfg} ({mode}) on {trainer.device}, {torch.get_num_threads()} threads: one "

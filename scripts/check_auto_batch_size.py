@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from config import load_cfg  # noqa: E402
 from config_auto import prepare_config, resolve_auto_config  # noqa: E402
 from datasets.fingerprint import Fingerprint  # noqa: E402
-from trainer.model_trainer_base import resolve_device  # noqa: E402
+from utils.devices import resolve_device  # noqa: E402
 from utils.errors import LannuError, one_line  # noqa: E402
 from utils.logging_setup import setup_logging  # noqa: E402
 

@@ -46,8 +46,12 @@ def check_training(cfg, num_landmarks: int, steps: int, amp: bool) -> dict:
     cfg.freeze()
     trainer = build_trainer(cfg)
     trainer.initialize(num_landmarks)
+    sampling = trainer.sampling
     batch = synthetic_batch(
-        trainer.batch_size, trainer.network_input_size, num_landmarks, trainer.input_channels
+        trainer.solver.batch_size,
+        sampling.network_input_size,
+        num_landmarks,
+        sampling.input_channels,
     )
     before = [p.detach().clone() for p in trainer.network.parameters()]
     for _ in range(5):
@@ -65,7 +69,7 @@ def check_training(cfg, num_landmarks: int, steps: int, amp: bool) -> dict:
     moved = any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
     return {
         "trainer": trainer,
-        "samples_per_s": steps * trainer.batch_size / seconds,
+        "samples_per_s": steps * trainer.solver.batch_size / seconds,
         "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
         "loss": losses[-1],
         "finite": all(torch.isfinite(torch.tensor(losses))),
@@ -94,8 +98,8 @@ def run(argv: list[str] | None = None) -> int:
         ok &= result["finite"] and result["moved"]
         ok &= result["output_dtype"] == ("float16" if amp else "float32")
         print(
-            f"train AMP {'on ' if amp else 'off'}: batch {result['trainer'].batch_size} at "
-            f"{list(result['trainer'].network_input_size)}: {result['samples_per_s']:.1f} "
+            f"train AMP {'on ' if amp else 'off'}: batch {result['trainer'].solver.batch_size} at "
+            f"{list(result['trainer'].sampling.network_input_size)}: {result['samples_per_s']:.1f} "
             f"samples/s, peak {result['peak_gib']:.2f} GiB, loss {result['loss']:.4g}, "
             f"output {result['output_dtype']}, weights moved {result['moved']}"
             + (f", grad scale {result['scale']:.0f}" if amp else "")

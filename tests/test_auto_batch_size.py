@@ -6,8 +6,8 @@ import torch
 from config import load_cfg
 from tests.test_main import DEMO_CFG, tiny_opts
 from trainer.auto_batch_size import cuda_batch_probe, synthetic_batch
+from trainer.auto_rules import search_batch_size
 from trainer.model_trainer_index import build_trainer
-from utils.auto_config import search_batch_size
 
 
 def test_synthetic_batch_fits_the_training_step(tmp_path):

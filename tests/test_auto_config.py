@@ -8,7 +8,7 @@ import torch
 
 from models.unet_classic import plan_unet_features
 from tests.conftest import gaussian_image, weighted_centroid
-from utils.auto_config import (
+from trainer.auto_rules import (
     auto_gauss_sigma,
     auto_input_size,
     auto_num_workers,

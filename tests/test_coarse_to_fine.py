@@ -5,8 +5,8 @@ import torch
 from test_stitching import BlurNet
 
 from inference.coarse_to_fine import candidate_window_corners, refine_around_candidates
-from inference.decoding import heatmap_to_coords
-from inference.stitching import patchify_and_stitch
+from transforms.decoding import heatmap_to_coords
+from transforms.stitching import patchify_and_stitch
 
 
 def test_window_corners_centre_and_clamp():

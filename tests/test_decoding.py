@@ -1,11 +1,11 @@
-"""Tests of inference/decoding.py: heatmap maxima to coordinates in the right image's pixels."""
+"""Tests of transforms/decoding.py: heatmap maxima to coordinates in the right image's pixels."""
 
 import numpy as np
 import pytest
 import torch
 from conftest import gaussian_image
 
-from inference.decoding import heatmap_argmax, heatmap_to_coords
+from transforms.decoding import heatmap_argmax, heatmap_to_coords
 from utils.coordinates import resize_coords
 
 INPUT = (32, 48)  # H, W of the model input (heatmap)

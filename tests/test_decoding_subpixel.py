@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from inference.decoding import DECODERS, decode_heatmaps, fit_gaussian, heatmap_to_coords
+from transforms.decoding import DECODERS, decode_heatmaps, fit_gaussian, heatmap_to_coords
 from utils.coordinates import flip_coords_vertical
 
 SIZE = (40, 56)  # (H, W), deliberately not square

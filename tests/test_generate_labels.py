@@ -4,9 +4,9 @@ import math
 
 import pytest
 import torch
+from transforms.label_generator_index import get_label_generator_class
 
 from transforms.generate_labels import LabelGenerator, UNetLabelGenerator, gaussian_heatmaps
-from transforms.label_generator_index import get_label_generator_class
 from utils.errors import ConfigError
 
 SIZE = (32, 48)  # H, W of the model input

@@ -9,12 +9,12 @@ import torch
 import main
 from config import load_cfg
 from datasets.dataset_generic import DatasetGeneric
-from inference.candidate_smoothing import candidate_smoothing, splat_votes
-from inference.decoding import heatmap_argmax
 from losses.losses import PHDNetLoss
 from models.phdnet import PHDNet
 from tests.test_main import DEMO_CFG, tiny_opts
 from trainer.model_trainer_index import get_trainer_class
+from transforms.candidate_smoothing import candidate_smoothing, splat_votes
+from transforms.decoding import heatmap_argmax
 from transforms.generate_labels import (
     PHDNetLabelGenerator,
     decode_displacement,

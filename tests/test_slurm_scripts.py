@@ -1,6 +1,7 @@
 """The Bessemer scripts: shell syntax, shellcheck, the array's sbatch commands, an array task's
 fold and seed, and the requeue after a stop signal (with fake sbatch tools, no Slurm)."""
 
+import importlib.util
 import json
 import os
 import shutil
@@ -14,11 +15,21 @@ import pandas as pd
 import pytest
 
 from datasets.synthetic import make_synthetic_dataset
-from inference import array_summary
 from tests.test_main import DEMO_CFG, REPO, run_main, tiny_opts
 
 SCRIPTS = REPO / "scripts" / "scripts_bess"
 SHELL_SCRIPTS = sorted(SCRIPTS.glob("*.sh"))
+
+
+def load_script(name: str):
+    """A module of scripts/ (not a package), loaded from its file."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+array_summary = load_script("array_summary")
 
 
 def test_the_scripts_are_all_here():

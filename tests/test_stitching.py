@@ -1,4 +1,4 @@
-"""Tests of inference/stitching.py: window placement, stitched vs whole-image outputs, memory."""
+"""Tests of transforms/stitching.py: window placement, stitched vs whole-image outputs, memory."""
 
 import json
 import subprocess
@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from inference.decoding import heatmap_to_coords
-from inference.stitching import (
+from transforms.decoding import heatmap_to_coords
+from transforms.stitching import (
     fully_convolutional,
     gaussian_importance,
     patchify_and_stitch,
@@ -134,7 +134,7 @@ _MEMORY_SCRIPT = textwrap.dedent(
     import json, resource, sys
     import torch
     from torch import nn
-    from inference.stitching import patchify_and_stitch, fully_convolutional
+    from transforms.stitching import patchify_and_stitch, fully_convolutional
     torch.set_num_threads(1)
     side, mode = int(sys.argv[1]), sys.argv[2]
     net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 2, 3, padding=1))

@@ -46,7 +46,7 @@ def test_unet_output_shapes_non_square():
     outputs = model(torch.randn(2, 1, 32, 48))
     assert isinstance(outputs, list)
     assert [tuple(o.shape) for o in outputs] == [(2, 3, 32, 48), (2, 3, 16, 24)]
-    assert model.downsampling_factor == 4
+    assert model.input_multiple == 4
 
 
 def test_unet_single_output_and_deepest_level():
@@ -57,7 +57,7 @@ def test_unet_single_output_and_deepest_level():
     deep = UNet(in_channels=1, out_channels=2, features=[2, 4, 8, 8], num_outputs=3)
     shapes = [tuple(o.shape) for o in deep(torch.randn(1, 1, 16, 40))]
     assert shapes == [(1, 2, 16, 40), (1, 2, 8, 20), (1, 2, 4, 10)]
-    assert deep.downsampling_factor == 8
+    assert deep.input_multiple == 8
 
 
 def test_unet_gradients_reach_first_layer():

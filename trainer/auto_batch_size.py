@@ -13,8 +13,6 @@ from collections.abc import Callable
 import torch
 from yacs.config import CfgNode
 
-from trainer.model_trainer_index import build_trainer
-
 
 def synthetic_batch(
     batch_size: int, input_size: tuple[int, int], num_landmarks: int, channels: int = 1
@@ -36,8 +34,9 @@ def train_step_probe(trainer, device: torch.device) -> Callable[[int], int]:
     torch.cuda.OutOfMemoryError when it does not fit (after freeing what the step held)."""
 
     def probe(batch_size: int) -> int:
+        sampling = trainer.sampling
         batch = synthetic_batch(
-            batch_size, trainer.network_input_size, trainer.num_landmarks, trainer.input_channels
+            batch_size, sampling.network_input_size, trainer.num_landmarks, sampling.input_channels
         )
         trainer.optimizer.zero_grad(set_to_none=True)
         gc.collect()
@@ -56,16 +55,20 @@ def train_step_probe(trainer, device: torch.device) -> Callable[[int], int]:
     return probe
 
 
-def cuda_batch_probe(
-    cfg: CfgNode, num_landmarks: int, device: torch.device
-) -> tuple[Callable[[int], int], int]:
-    """(probe, memory limit): a trainer of ``cfg`` (every other value resolved) on ``device``,
-    and the memory free on the device now plus what this process already holds."""
+def probe_config(cfg: CfgNode, device: torch.device) -> CfgNode:
+    """A frozen copy of ``cfg`` (every other value resolved) that trains on ``device``."""
     probe_cfg = cfg.clone()
     probe_cfg.defrost()  # a clone of a frozen config is frozen too
     probe_cfg.TRAINER.DEVICE = str(device)
     probe_cfg.freeze()
-    trainer = build_trainer(probe_cfg)
+    return probe_cfg
+
+
+def cuda_batch_probe(
+    trainer, num_landmarks: int, device: torch.device
+) -> tuple[Callable[[int], int], int]:
+    """(probe, memory limit): ``trainer`` (built from :func:`probe_config`) initialised on
+    ``device``, and the memory free on the device now plus what this process already holds."""
     trainer.initialize(num_landmarks)
     trainer.network.train()
     torch.cuda.synchronize(device)

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import pandas as pd
+from yacs.config import CfgNode
 
 from losses.loss_index import build_heatmap_loss
 from losses.losses import DeepSupervisionLoss, deep_supervision_weights
 from models.learned_sigmas import NetworkWithLearnedSigmas, SigmaRegularisedLoss
 from models.unet_classic import UNet, plan_unet_features
+from trainer.auto_rules import auto_input_size
 from trainer.model_trainer_base import ModelTrainerBase
+from trainer.planning import network_input_key, network_input_size
+from trainer.settings import Settings, key
+from transforms.generate_labels import UNetLabelGenerator
 from utils.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -18,40 +24,81 @@ logger = logging.getLogger(__name__)
 SIGMA_LR_SCALE = 20.0  # learned sigmas' learning rate, relative to SOLVER.BASE_LR
 
 
+@dataclass(frozen=True)
+class UNetSettings(Settings):
+    """MODEL.UNET, the heatmap loss and its deep supervision, and sigma regression."""
+
+    min_feature_resolution: int = key("MODEL.UNET.MIN_FEATURE_RESOLUTION", 4, int)
+    init_features: int = key("MODEL.UNET.INIT_FEATURES", 32, int)
+    max_features: int = key("MODEL.UNET.MAX_FEATURES", 512, int)
+    deep_supervision: bool = key("SOLVER.DEEP_SUPERVISION", True, bool)
+    num_res_supervisions: int = key("SOLVER.NUM_RES_SUPERVISIONS", 5, int)
+    lambda_scale: float = key("MODEL.HM_LAMBDA_SCALE", 100.0, float)
+    loss_function: str = key("SOLVER.LOSS_FUNCTION", "mse")
+    regress_sigma: bool = key("SOLVER.REGRESS_SIGMA", False, bool)
+    sigma_loss_weight: float = key("SOLVER.REGRESS_SIGMA_LOSS_WEIGHT", 0.05, float)
+
+    @property
+    def supervised_levels(self) -> int:
+        """Decoder levels asked to get a loss (at most as many as the U-Net has)."""
+        return self.num_res_supervisions if self.deep_supervision else 1
+
+
+def unet_features(settings: UNetSettings, input_size: tuple[int, int], size_key: str) -> list[int]:
+    """The U-Net's features per level for ``input_size`` (H, W); a size that cannot be halved is
+    a ConfigError naming ``size_key``."""
+    try:
+        return plan_unet_features(
+            input_size,
+            settings.min_feature_resolution,
+            settings.init_features,
+            settings.max_features,
+        )
+    except ValueError as err:
+        raise ConfigError(f"{size_key}: {err}") from None
+
+
 class ModelTrainerUNet(ModelTrainerBase):
     """U-Net sized from SAMPLER.INPUT_SIZE (or the patch size) and MODEL.UNET, Gaussian
     targets, the heatmap loss SOLVER.LOSS_FUNCTION with deep supervision, and optionally one
     learned target sigma per landmark (SOLVER.REGRESS_SIGMA)."""
 
+    label_generator_class = UNetLabelGenerator
+    model_settings_class = UNetSettings
+    unused_config_keys = ("MODEL.PHDNET",)
     # Sigma regression adds the sigmas to the saved weights.
     checkpoint_config_keys = (*ModelTrainerBase.checkpoint_config_keys, "SOLVER.REGRESS_SIGMA")
 
-    def __init__(self, cfg, dataset_class, label_generator_class) -> None:
-        super().__init__(cfg, dataset_class, label_generator_class)
-        self.min_feature_resolution = int(cfg.MODEL.UNET.MIN_FEATURE_RESOLUTION)
-        self.init_features = int(cfg.MODEL.UNET.INIT_FEATURES)
-        self.max_features = int(cfg.MODEL.UNET.MAX_FEATURES)
-        self.supervised_levels = (
-            int(cfg.SOLVER.NUM_RES_SUPERVISIONS) if cfg.SOLVER.DEEP_SUPERVISION else 1
-        )
-        self.lambda_scale = float(cfg.MODEL.HM_LAMBDA_SCALE)
-        self.loss_function = cfg.SOLVER.LOSS_FUNCTION
-        self.regress_sigma = bool(cfg.SOLVER.REGRESS_SIGMA)
-        self.sigma_loss_weight = float(cfg.SOLVER.REGRESS_SIGMA_LOSS_WEIGHT)
-        build_heatmap_loss(self.loss_function, self.lambda_scale)  # an unknown name fails now
+    # ------------------------------------------------------------------ planning
+    @classmethod
+    def check_config(cls, cfg: CfgNode) -> None:
+        build_heatmap_loss(cfg.SOLVER.LOSS_FUNCTION, float(cfg.MODEL.HM_LAMBDA_SCALE))
 
+    @classmethod
+    def plan_input_size(cls, cfg: CfgNode, median_size: tuple[float, float]) -> tuple[int, int]:
+        """The median image within SAMPLER.MAX_INPUT_PIXELS, sides rounded to the U-Net's
+        levels (trainer/auto_rules.auto_input_size)."""
+        return auto_input_size(
+            median_size,
+            int(cfg.SAMPLER.MAX_INPUT_PIXELS),
+            int(cfg.MODEL.UNET.MIN_FEATURE_RESOLUTION),
+        )
+
+    @classmethod
+    def supervised_levels(cls, cfg: CfgNode) -> int:
+        settings = UNetSettings.from_config(cfg)
+        if not settings.deep_supervision:
+            return 1
+        features = unet_features(settings, network_input_size(cfg), network_input_key(cfg))
+        return min(settings.supervised_levels, len(features) - 1)
+
+    # ------------------------------------------------------------------ extension points
     def initialize_network(self) -> None:
-        try:
-            features = plan_unet_features(
-                self.network_input_size,
-                self.min_feature_resolution,
-                self.init_features,
-                self.max_features,
-            )
-        except ValueError as err:
-            key = "SAMPLE_PATCH_SIZE" if self.patch_sampling else "INPUT_SIZE"
-            raise ConfigError(f"SAMPLER.{key}: {err}") from None
-        requested = self.supervised_levels
+        settings: UNetSettings = self.model_settings
+        size = self.sampling.network_input_size
+        key_name = "PATCH.SAMPLE_PATCH_SIZE" if self.sampling.patches else "INPUT_SIZE"
+        features = unet_features(settings, size, f"SAMPLER.{key_name}")
+        requested = settings.supervised_levels
         num_outputs = min(requested, len(features) - 1)
         if num_outputs < requested:
             logger.warning(
@@ -61,33 +108,25 @@ class ModelTrainerUNet(ModelTrainerBase):
                 len(features) - 1,
                 num_outputs,
             )
-        self.network = UNet(self.input_channels, self.num_landmarks, features, num_outputs)
-        if self.regress_sigma:
+        channels = self.sampling.input_channels
+        self.network = UNet(channels, self.num_landmarks, features, num_outputs)
+        if settings.regress_sigma:
             self.network = NetworkWithLearnedSigmas(
-                self.network, self.num_landmarks, self.gauss_sigma
+                self.network, self.num_landmarks, self.settings.gauss_sigma
             )
-        self.input_multiple = 2 ** (len(features) - 1)
-        smallest = [s // self.input_multiple for s in self.network_input_size]
+        smallest = [s // self.network.input_multiple for s in size]
         logger.info(
             "U-Net plan: %d levels (input %s down to %s), features %s, %d supervised outputs",
             len(features),
-            list(self.network_input_size),
+            list(size),
             smallest,
             features,
             num_outputs,
         )
 
-    def initialize_label_generator(self) -> None:
-        self.label_generator = self.label_generator_class(
-            sigma=self.gauss_sigma,
-            num_levels=self.network.num_outputs,
-            lambda_scale=self.lambda_scale,
-            learned_sigmas=self.network.sigmas if self.regress_sigma else None,
-        )
-
     def initialize_optimizer_and_scheduler(self) -> None:
-        if not self.regress_sigma:
-            self.optimizer = self.build_optimizer(self.network.parameters())
+        if not self.model_settings.regress_sigma:
+            super().initialize_optimizer_and_scheduler()
             return
         # Weight decay would pull log(sigma) towards 0, i.e. every sigma towards 1 pixel; and
         # Adam moves a parameter by about the learning rate per step, so at the network's rate
@@ -104,28 +143,31 @@ class ModelTrainerUNet(ModelTrainerBase):
         )
 
     def initialize_loss_function(self) -> None:
+        settings: UNetSettings = self.model_settings
         weights = deep_supervision_weights(self.network.num_outputs)
-        heatmap_loss = build_heatmap_loss(self.loss_function, self.lambda_scale)
+        heatmap_loss = build_heatmap_loss(settings.loss_function, settings.lambda_scale)
         self.loss = DeepSupervisionLoss(heatmap_loss, weights)
-        if self.regress_sigma:
-            self.loss = SigmaRegularisedLoss(self.loss, self.network.sigmas, self.sigma_loss_weight)
+        if settings.regress_sigma:
+            self.loss = SigmaRegularisedLoss(
+                self.loss, self.network.sigmas, settings.sigma_loss_weight
+            )
 
+    # ------------------------------------------------------------------ learned sigmas
     def learned_sigmas(self) -> list[float] | None:
         """Each landmark's learned sigma in network-input pixels; None without REGRESS_SIGMA."""
-        if not self.regress_sigma:
+        if not self.model_settings.regress_sigma:
             return None
         return self.network.sigmas().detach().cpu().tolist()
 
-    def on_epoch_end(self, *args, **kwargs) -> bool:
-        stop = super().on_epoch_end(*args, **kwargs)
-        if self.regress_sigma and self.process_group.is_main:
+    def on_epoch_end(self) -> None:
+        super().on_epoch_end()
+        if self.model_settings.regress_sigma and self.process_group.is_main:
             sigmas = self.learned_sigmas()
             logger.info(
                 "learned sigmas (input px): %s",
                 " ".join(f"{k}:{s:.2f}" for k, s in zip(self.landmark_ids, sigmas, strict=True)),
             )
             self.write_learned_sigmas(sigmas)
-        return stop
 
     def write_learned_sigmas(self, sigmas: list[float]) -> None:
         """OUTPUT_DIR/learned_sigmas.csv: landmark, ``sigmas`` (K,) in network-input pixels,
@@ -138,12 +180,3 @@ class ModelTrainerUNet(ModelTrainerBase):
             }
         )
         table.to_csv(self.output_dir / f"learned_sigmas{self.fold_tag}.csv", index=False)
-
-    def output_to_average(self, output):
-        """Only the finest heatmap is decoded: averaging (TTA, E-MHA) and stitching skip the
-        coarser deep-supervision levels."""
-        return output[:1]
-
-    def get_coords_from_heatmap(self, output, original_sizes):
-        # The finest output; with learned sigmas, each landmark's decoder window fits its sigma.
-        return self.decode_heatmap_batch(output[0], original_sizes, self.learned_sigmas())

@@ -1,28 +1,63 @@
-"""Label generators: landmark coordinates → training targets (``encode``).
+"""Label generators: codecs between landmark coordinates and what a network outputs.
 
-Targets are made on the training device, per batch, from the (augmented) coordinates the data
-loader returns, so a generator is plain torch code and never sees files or the config.
-The matching ``decode`` for heatmaps lives in inference/decoding.py.
+A label generator owns both directions, as MMPose's codecs do: ``generate_labels`` makes the
+training targets from coordinates (encode), and ``decode`` turns a network's output back into
+coordinates and a per-landmark uncertainty. It also owns everything in between that depends on
+the encoding: its sigma and scale, the form in which outputs are averaged (flip TTA, ensembles),
+undoing a flip, stitching windows, and the maps shown in figures. Targets are made on the
+training device, per batch, from the (augmented) coordinates the data loader returns, so a
+generator is plain torch code; only its ``from_config`` builder reads the config.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from yacs.config import CfgNode
 
+from config import full_resolution_patches
+from transforms.candidate_smoothing import candidate_smoothing
+from transforms.decoding import HeatmapDecoder
+from transforms.stitching import patchify_and_stitch
 from utils.coordinates import resize_coords
+from utils.nested import map_tensors
+from utils.plotting import save_sample_figure
+
+DEFAULT_DECODER = HeatmapDecoder()  # scale_heatmap_first, dark, no Gaussian fit
+
+
+def flip_vertically(output: Any) -> Any:
+    """Every tensor of a (nested list, tuple or dict of) tensor(s) upside down (dim -2)."""
+    return map_tensors(lambda tensor: tensor.flip(-2), output)
 
 
 class LabelGenerator(ABC):
-    """Turns landmarks into whatever the model regresses.
+    """Turns landmarks into what the model regresses, and its outputs back into landmarks.
 
-    Subclass it for a new kind of target, implement :meth:`generate_labels`, and register the class
-    in transforms/label_generator_index.py under the architecture's key.
+    Subclass it for a new kind of target: implement :meth:`generate_labels` and
+    :meth:`from_config`; override :meth:`decode` (or :meth:`display_maps`) when the output is
+    not one heatmap per landmark, :meth:`to_average` and :meth:`flip_back` when it is not
+    averaged or flipped as a heatmap is. Name it in the trainer's ``label_generator_class``.
+
+    Attributes:
+        sigma: the target's Gaussian sigma, in pixels of the network input (U-Net) or of its
+            output grid (PHD-Net's patches).
+        decoder: how heatmaps at input resolution become coordinates (transforms/decoding.py).
     """
+
+    sigma: float
+    decoder: HeatmapDecoder = DEFAULT_DECODER
+
+    @classmethod
+    @abstractmethod
+    def from_config(cls, cfg: CfgNode, network: torch.nn.Module) -> LabelGenerator:
+        """The generator for a resolved config and the network it trains (its outputs)."""
 
     @abstractmethod
     def generate_labels(
@@ -31,7 +66,7 @@ class LabelGenerator(ABC):
         landmarks_in_indicator: torch.Tensor,
         image_size: Sequence[int],
         x_y_corner_patch: torch.Tensor | None = None,
-    ) -> list[torch.Tensor]:
+    ) -> Any:
         """Targets for a batch.
 
         Args:
@@ -45,13 +80,60 @@ class LabelGenerator(ABC):
             the targets, in the structure the trainer's loss expects.
         """
 
+    def to_average(self, output: Any) -> Any:
+        """The form of a network output in which outputs are averaged (flip TTA, E-MHA) and
+        stitched; :meth:`decode` accepts it. The default, the output itself, suits heatmaps."""
+        return output
+
+    def flip_back(self, output: Any) -> Any:
+        """Undo a vertical flip of the input on an output in :meth:`to_average`'s form (flip
+        TTA). The default flips every map upside down, exact in the project's convention
+        (y -> H - 1 - y maps pixel centres onto pixel centres)."""
+        return flip_vertically(output)
+
+    def display_maps(self, output: Any) -> torch.Tensor:
+        """(B, K, h, w) maps of an output in :meth:`to_average`'s form: what :meth:`decode`
+        finds the maxima of, and what INFERENCE.DEBUG figures show. The default: the first
+        tensor of a list or tuple, a dict's ``heatmap``, or the tensor itself."""
+        if isinstance(output, dict):
+            return output["heatmap"]
+        if isinstance(output, list | tuple):
+            return output[0]
+        return output
+
+    def decode(self, output: Any, original_sizes: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Coordinates of a batch of outputs (in :meth:`to_average`'s form).
+
+        Args:
+            output: the network's output for a (B, C, h, w) batch of whole images.
+            original_sizes: (B, 2) H, W of each image file.
+        Returns:
+            coords (B, K, 2) x,y in pixels of each original image (of the input with
+            INFERENCE.EVALUATION_MODE use_input_size), an uncertainty (B, K) per landmark (the
+            maximum activation: higher is more certain), and optionally covariances
+            (B, K, 2, 2) in pixels² of the same image.
+        """
+        return self.decoder.decode(self.display_maps(output), original_sizes, self.sigma)
+
+    def stitch_heatmap(
+        self,
+        forward: Callable[[torch.Tensor], Any],
+        image: torch.Tensor,
+        window_size: Sequence[int],
+        stride: Sequence[int],
+        batch_size: int,
+        multiple: int,
+    ) -> Any:
+        """The output for one (1, C, H, W) image stitched from windows of ``window_size``
+        ``stride`` apart (``forward`` gives outputs in :meth:`to_average`'s form): by default
+        their Gaussian-weighted mean (transforms/stitching.py)."""
+        return patchify_and_stitch(forward, image, window_size, stride, batch_size, multiple)
+
     def debug_sample(
-        self, image: np.ndarray, landmarks: np.ndarray, labels: Sequence[np.ndarray], path: Path
+        self, image: np.ndarray, landmarks: np.ndarray, labels: Any, path: Path
     ) -> None:
         """Save a PNG of one sample: ``image`` (H, W), its ``landmarks`` (K, 2) x,y in input
         pixels, and the maximum over landmarks of ``labels[0]`` (K, H, W) on top."""
-        from utils.plotting import save_sample_figure
-
         save_sample_figure(image, landmarks, np.asarray(labels[0]).max(axis=0), path)
 
 
@@ -99,11 +181,37 @@ class UNetLabelGenerator(LabelGenerator):
         num_levels: int,
         lambda_scale: float = 100.0,
         learned_sigmas: torch.nn.Module | None = None,
+        decoder: HeatmapDecoder = DEFAULT_DECODER,
     ) -> None:
         self.sigma = float(sigma)
         self.num_levels = int(num_levels)
         self.lambda_scale = float(lambda_scale)
         self.learned_sigmas = learned_sigmas
+        self.decoder = decoder
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode, network: torch.nn.Module) -> UNetLabelGenerator:
+        """MODEL.GAUSS_SIGMA and HM_LAMBDA_SCALE; one level per supervised network output; the
+        network's learned sigmas with SOLVER.REGRESS_SIGMA."""
+        return cls(
+            sigma=float(cfg.MODEL.GAUSS_SIGMA),
+            num_levels=network.num_outputs,
+            lambda_scale=float(cfg.MODEL.HM_LAMBDA_SCALE),
+            learned_sigmas=network.sigmas if cfg.SOLVER.REGRESS_SIGMA else None,
+            decoder=decoder_from_config(cfg),
+        )
+
+    def to_average(self, output: Sequence[torch.Tensor]) -> Sequence[torch.Tensor]:
+        """Only the finest heatmap is decoded: averaging (TTA, E-MHA) and stitching skip the
+        coarser deep-supervision levels."""
+        return output[:1]
+
+    def decode(self, output, original_sizes):
+        # With learned sigmas, each landmark's decoder window fits its own sigma.
+        sigma = self.sigma
+        if self.learned_sigmas is not None:
+            sigma = self.learned_sigmas().detach().cpu().tolist()
+        return self.decoder.decode(output[0], original_sizes, sigma)
 
     def generate_labels(self, landmarks, landmarks_in_indicator, image_size, x_y_corner_patch=None):
         coords = landmarks.float()
@@ -163,6 +271,8 @@ class PHDNetLabelGenerator(LabelGenerator):
         class_label_scheme: str = "gaussian",
         log_transform: bool = True,
         clamp_dist: float | None = None,
+        decoder: HeatmapDecoder = DEFAULT_DECODER,
+        image_size: Sequence[int] | None = None,
     ) -> None:
         if class_label_scheme not in CLASS_LABEL_SCHEMES:
             raise ValueError(f"class_label_scheme must be one of {CLASS_LABEL_SCHEMES}")
@@ -171,6 +281,28 @@ class PHDNetLabelGenerator(LabelGenerator):
         self.class_label_scheme = class_label_scheme
         self.log_transform = log_transform
         self.clamp_dist = clamp_dist
+        self.decoder = decoder
+        # (H, W) of the images predicted whole (SAMPLER.INPUT_SIZE); None: each image's own
+        # size (full-resolution patches), where the patch grid may cover padding.
+        self.image_size = None if image_size is None else tuple(int(s) for s in image_size)
+        self.vote_sigma = self.patch_size / 2  # blur of each displacement vote, input pixels
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode, network: torch.nn.Module) -> PHDNetLabelGenerator:
+        """The network's patch size; MODEL.GAUSS_SIGMA in patches; MODEL.PHDNET's target keys."""
+        phdnet = cfg.MODEL.PHDNET
+        full_resolution = full_resolution_patches(
+            cfg.SAMPLER.SAMPLE_MODE, cfg.SAMPLER.PATCH.RESOLUTION_TO_SAMPLE_FROM
+        )
+        return cls(
+            patch_size=network.input_multiple,
+            sigma=float(cfg.MODEL.GAUSS_SIGMA),
+            class_label_scheme=phdnet.CLASS_LABEL_SCHEME,
+            log_transform=bool(phdnet.LOG_TRANSFORM_DISPLACEMENTS),
+            clamp_dist=None if phdnet.CLAMP_DIST is None else float(phdnet.CLAMP_DIST),
+            decoder=decoder_from_config(cfg),
+            image_size=None if full_resolution else cfg.SAMPLER.INPUT_SIZE,
+        )
 
     def grid_size(self, image_size: Sequence[int]) -> tuple[int, int]:
         return int(image_size[0]) // self.patch_size, int(image_size[1]) // self.patch_size
@@ -214,11 +346,62 @@ class PHDNetLabelGenerator(LabelGenerator):
             "visible": visible,
         }
 
+    def to_average(self, output: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Probabilities and displacements in patches: averaging logits or log-displacements
+        would bias the mean (log-displacements 2 and 4 patches average to 2.9)."""
+        if "probability" in output or "offset" in output:
+            return output
+        decoded = {}
+        if "heatmap" in output:
+            logits = output["heatmap"].float()
+            decoded["probability"] = (
+                logits.clamp_min(0)
+                if self.class_label_scheme == "gaussian"
+                else torch.sigmoid(logits)
+            )
+        if "displacement" in output:
+            decoded["offset"] = decode_displacement(
+                output["displacement"].float(), self.log_transform
+            )
+        return decoded
+
+    def flip_back(self, output):
+        flipped = super().flip_back(output)  # every map upside down
+        if "offset" in flipped:  # and a downward offset becomes an upward one
+            sign = torch.tensor([1.0, -1.0], device=flipped["offset"].device)[:, None, None]
+            flipped["offset"] = flipped["offset"] * sign
+        return flipped
+
+    def display_maps(self, output):
+        """The candidate-smoothed maps (B, K, H, W) at input size: what is decoded."""
+        decoded = self.to_average(output)
+        grid = next(iter(decoded.values())).shape[-2:]
+        return candidate_smoothing(
+            decoded.get("probability"),
+            decoded.get("offset"),
+            [side * self.patch_size for side in grid],
+            self.vote_sigma,
+            weight_votes_by_heatmap=self.class_label_scheme != "gaussian",  # one-hot heatmaps
+            max_displacement=self.clamp_dist,
+        )
+
+    def decode(self, output, original_sizes):
+        smoothed = self.display_maps(output)
+        height, width = (  # the grid may cover padding
+            self.image_size or tuple(int(s) for s in original_sizes[0].tolist())
+        )
+        return self.decoder.decode(
+            smoothed[..., :height, :width], original_sizes, sigma=self.vote_sigma
+        )
+
     def debug_sample(self, image, landmarks, labels, path) -> None:
-        import torch.nn.functional as F
-
-        from utils.plotting import save_sample_figure
-
         heatmap = torch.as_tensor(np.asarray(labels["heatmap"]))[None]
         upsampled = F.interpolate(heatmap, size=image.shape, mode="nearest")[0]
         save_sample_figure(image, landmarks, upsampled.max(dim=0).values.numpy(), path)
+
+
+def decoder_from_config(cfg: CfgNode) -> HeatmapDecoder:
+    """INFERENCE.EVALUATION_MODE, DECODING and FIT_GAUSS."""
+    return HeatmapDecoder(
+        cfg.INFERENCE.EVALUATION_MODE, cfg.INFERENCE.DECODING, bool(cfg.INFERENCE.FIT_GAUSS)
+    )

@@ -62,3 +62,13 @@ def summarise_errors(
     columns = ["method", "landmark", "n", "mre", "std", "median"]
     columns += [sdr_column(t) for t in thresholds] + ["unit"]
     return pd.DataFrame(rows, columns=columns), unit
+
+
+# The direction of each uncertainty method's ``uncertainty`` column (inference/uncertainty.py).
+HIGHER_IS_CERTAIN = {"smha": True, "emha": True, "ecpv": False}
+
+
+def uncertainty_score(method: str, uncertainty: np.ndarray) -> np.ndarray:
+    """The ``uncertainty`` column as a score where higher means less certain."""
+    values = np.asarray(uncertainty, dtype=float)
+    return -values if HIGHER_IS_CERTAIN.get(method, False) else values

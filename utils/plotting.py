@@ -11,6 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from utils.metrics import uncertainty_score  # noqa: E402
+
 FIGURE_DPI = 100
 IMAGE_FIGURE_LONG_SIDE = 800  # pixels of an image figure's longer side
 
@@ -70,8 +72,6 @@ def save_sample_figure(
 
 def save_uncertainty_curves(table: pd.DataFrame, path: Path, num_bins: int = 10) -> None:
     """Mean error per uncertainty decile (most certain first), one line per method."""
-    from inference.uncertainty import uncertainty_score
-
     fig, ax = plt.subplots(figsize=(6, 4))
     annotated = table[table["error_px"].notna()]
     for method, group in annotated.groupby("method", sort=False):

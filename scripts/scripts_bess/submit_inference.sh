@@ -6,7 +6,7 @@
 # runs run_inference_config.sh. As the job that submit_folds.py makes wait for its training
 # array (LANNU_FOLDS, LANNU_SEEDS, LANNU_ARRAY_DIR exported), it instead tests every fold's
 # model (with several seeds: their ensemble) on the fold's testing list and writes the
-# cross-validation summary to LANNU_ARRAY_DIR/cross_validation (inference/array_summary.py).
+# cross-validation summary to LANNU_ARRAY_DIR/cross_validation (scripts/array_summary.py).
 #
 #SBATCH --job-name=lannu-test
 #SBATCH --partition=gpu
@@ -24,5 +24,5 @@ if [[ -z ${LANNU_FOLDS:-} ]]; then
     exec bash "$LANNU_DIR/scripts/scripts_bess/run_inference_config.sh" "$@"
 fi
 load_environment
-PYTHONPATH="$LANNU_DIR${PYTHONPATH:+:$PYTHONPATH}" python -m inference.array_summary --folds "$LANNU_FOLDS" --seeds "${LANNU_SEEDS:-}" \
+python "$LANNU_DIR/scripts/array_summary.py" --folds "$LANNU_FOLDS" --seeds "${LANNU_SEEDS:-}" \
     --output-dir "$LANNU_ARRAY_DIR" "$@"

@@ -1,7 +1,7 @@
 """After a Slurm array trained every fold (and seed): test each fold's model, or the ensemble of
 its seeds, on the fold's testing list, then summarise all folds like TRAINER.CROSS_VALIDATION.
 
-python -m inference.array_summary --folds 0:1:2:3 [--seeds 1:2:3] --output-dir DIR --cfg FILE
+python scripts/array_summary.py --folds 0:1:2:3 [--seeds 1:2:3] --output-dir DIR --cfg FILE
     [KEY VALUE ...]
 
 The array's task for fold F (and seed S) trained into ``DIR/fold<F>`` (``DIR/fold<F>/seed<S>``);
@@ -15,13 +15,15 @@ import logging
 import sys
 from pathlib import Path
 
-from config import load_cfg
-from config_auto import prepare_config
-from inference.cross_validation import fold_config, summarise_cross_validation
-from inference.predictor import run_inference
-from trainer.model_trainer_index import build_trainer
-from utils.errors import ConfigError, run_command
-from utils.logging_setup import setup_logging
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from config import load_cfg  # noqa: E402
+from config_auto import prepare_config  # noqa: E402
+from inference.cross_validation import fold_config, summarise_cross_validation  # noqa: E402
+from main import test_checkpoints  # noqa: E402
+from trainer.model_trainer_index import build_trainer  # noqa: E402
+from utils.errors import ConfigError, run_command  # noqa: E402
+from utils.logging_setup import setup_logging  # noqa: E402
 
 logger = logging.getLogger("lannunet")
 
@@ -48,17 +50,14 @@ def test_folds(cfg, folds: list[int], seeds: list[int], output_dir: Path) -> dic
         # "auto" values resolved as the fold's array task resolved them (main.py)
         fold_cfg, _ = prepare_config(fold_config(cfg, fold, output_dir))
         trainer = build_trainer(fold_cfg)
-        test_set, calibration_set = trainer.evaluation_sets()
         checkpoints = fold_checkpoints(trainer, seeds)
         logger.info("fold %d: testing %s", fold, [str(p) for p in checkpoints])
         if len(checkpoints) == 1:
-            results[fold] = run_inference(trainer, checkpoints, test_set, calibration_set)
+            results[fold] = test_checkpoints(trainer, checkpoints)
         else:
-            results[fold] = run_inference(
+            results[fold] = test_checkpoints(
                 trainer,
                 checkpoints,
-                test_set,
-                calibration_set,
                 methods=tuple(cfg.INFERENCE.ENSEMBLE_UNCERTAINTY_KEYS),
                 smha_index=cfg.INFERENCE.UNCERTAINTY_SMHA_MODEL_IDX,
                 name="ensemble",

@@ -315,3 +315,57 @@ def heatmap_to_coords(
             )
             covariance = covariance * scale[:, None] * scale[None, :]
     return DecodedLandmarks(coords, peak[0], covariance)
+
+
+@dataclass(frozen=True)
+class HeatmapDecoder:
+    """How (B, K, h, w) input-resolution heatmaps become coordinates: INFERENCE.EVALUATION_MODE,
+    INFERENCE.DECODING and INFERENCE.FIT_GAUSS as plain values."""
+
+    evaluation_mode: str = "scale_heatmap_first"
+    method: str = "dark"
+    fit_gauss: bool = False
+
+    def decode(
+        self,
+        heatmaps: torch.Tensor,
+        original_sizes: torch.Tensor,
+        sigma: float | Sequence[float],
+    ) -> tuple[torch.Tensor, ...]:
+        """Decode a batch.
+
+        Args:
+            heatmaps: (B, K, h, w) at the network input's resolution.
+            original_sizes: (B, 2) H, W of each image file.
+            sigma: the peaks' sigma in input pixels (sets the decoder windows); a (K,) sequence
+                gives each landmark its own.
+        Returns:
+            coords (B, K, 2) x,y in pixels of each original image (of the input with
+            ``use_input_size``), the maximum activation (B, K), and with ``fit_gauss`` the
+            covariances (B, K, 2, 2) in pixels² of the same image.
+        """
+        per_landmark = not isinstance(sigma, int | float)
+        groups = (
+            [(slice(k, k + 1), float(s)) for k, s in enumerate(sigma)]
+            if per_landmark
+            else [(slice(None), float(sigma))]
+        )
+        decoded = []
+        for b in range(heatmaps.shape[0]):
+            parts = [
+                heatmap_to_coords(
+                    heatmaps[b, landmarks],
+                    original_sizes[b].tolist(),
+                    self.evaluation_mode,
+                    method=self.method,
+                    sigma=group_sigma,
+                    fit_gauss=self.fit_gauss,
+                )
+                for landmarks, group_sigma in groups
+            ]
+            decoded.append(DecodedLandmarks.concatenate(parts))
+        coords = torch.stack([d.coords for d in decoded])
+        max_activation = torch.stack([d.max_activation for d in decoded])
+        if self.fit_gauss:
+            return coords, max_activation, torch.stack([d.covariance for d in decoded])
+        return coords, max_activation
