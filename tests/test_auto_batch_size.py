@@ -14,7 +14,7 @@ def test_synthetic_batch_fits_the_training_step(tmp_path):
     cfg = load_cfg(DEMO_CFG, [*tiny_opts(tmp_path, tmp_path / "out"), "TRAINER.DEVICE", "cpu"])
     trainer = build_trainer(cfg)
     trainer.initialize(num_landmarks=3)
-    batch = synthetic_batch(5, trainer.network_input_size, 3)
+    batch = synthetic_batch(5, trainer.sampling.network_input_size, 3)
     assert batch["image"].shape == (5, 1, 32, 40) and batch["coords"].shape == (5, 3, 2)
     assert (batch["coords"][..., 0] <= 39).all() and (batch["coords"][..., 1] <= 31).all()
     before = [p.detach().clone() for p in trainer.network.parameters()]

@@ -4,10 +4,15 @@ import math
 
 import pytest
 import torch
-from transforms.label_generator_index import get_label_generator_class
 
-from transforms.generate_labels import LabelGenerator, UNetLabelGenerator, gaussian_heatmaps
-from utils.errors import ConfigError
+from trainer.model_trainer_index import MODEL_TRAINER_INDEX
+from transforms.decoding import HeatmapDecoder
+from transforms.generate_labels import (
+    LabelGenerator,
+    PHDNetLabelGenerator,
+    UNetLabelGenerator,
+    gaussian_heatmaps,
+)
 
 SIZE = (32, 48)  # H, W of the model input
 
@@ -128,7 +133,56 @@ def test_label_generator_is_abstract():
         LabelGenerator()
 
 
-def test_label_generator_index():
-    assert get_label_generator_class("U-Net") is UNetLabelGenerator
-    with pytest.raises(ConfigError, match="'PHD-Net', 'U-Net'"):
-        get_label_generator_class("UNet")
+def test_every_trainer_names_its_label_generator():
+    assert MODEL_TRAINER_INDEX["U-Net"].label_generator_class is UNetLabelGenerator
+    assert MODEL_TRAINER_INDEX["PHD-Net"].label_generator_class is PHDNetLabelGenerator
+    for trainer_class in MODEL_TRAINER_INDEX.values():
+        assert issubclass(trainer_class.label_generator_class, LabelGenerator)
+
+
+# Sub-pixel landmarks inside a non-square (H, W) input, away from the border.
+ROUND_TRIP = [
+    [[10.3, 7.6], [30.55, 20.2], [22.0, 14.45]],
+    [[5.7, 24.1], [40.2, 9.9], [17.25, 17.5]],
+]
+
+
+def codecs(evaluation_mode: str) -> list[LabelGenerator]:
+    """One label generator of each kind, decoding as ``evaluation_mode`` says."""
+    decoder = HeatmapDecoder(evaluation_mode, "dark")
+    return [
+        UNetLabelGenerator(sigma=2.0, num_levels=3, decoder=decoder),
+        PHDNetLabelGenerator(patch_size=8, sigma=1.0, decoder=decoder, image_size=SIZE),
+        PHDNetLabelGenerator(
+            patch_size=4, sigma=1.0, log_transform=False, decoder=decoder, image_size=SIZE
+        ),
+    ]
+
+
+@pytest.mark.parametrize("codec_index", range(3))
+@pytest.mark.parametrize("evaluation_mode", ["use_input_size", "scale_pred_coords"])
+def test_generate_then_decode_returns_the_landmarks(codec_index, evaluation_mode):
+    """Targets taken as the network's output decode to the landmarks (input pixels here: the
+    original size is the input's), directly and through a flip and ``flip_back``."""
+    codec = codecs(evaluation_mode)[codec_index]
+    landmarks, visible = batch(ROUND_TRIP)
+    sizes = torch.tensor([list(SIZE)] * len(landmarks))
+    targets = codec.generate_labels(landmarks, visible, SIZE)
+    coords = codec.decode(codec.to_average(targets), sizes)[0]
+    torch.testing.assert_close(coords, landmarks, atol=0.05, rtol=0)
+    flipped = landmarks.clone()
+    flipped[..., 1] = SIZE[0] - 1 - flipped[..., 1]  # the same landmarks in the flipped image
+    flipped_targets = codec.to_average(codec.generate_labels(flipped, visible, SIZE))
+    coords = codec.decode(codec.flip_back(flipped_targets), sizes)[0]
+    torch.testing.assert_close(coords, landmarks, atol=0.05, rtol=0)
+
+
+def test_unet_round_trip_into_a_larger_original_image():
+    """scale_heatmap_first decodes into the original image's pixels (twice the input here)."""
+    codec = codecs("scale_heatmap_first")[0]
+    landmarks, visible = batch(ROUND_TRIP)
+    original = (2 * SIZE[0], 2 * SIZE[1])
+    targets = codec.generate_labels(landmarks, visible, SIZE)
+    coords = codec.decode(targets, torch.tensor([list(original)] * len(landmarks)))[0]
+    expected = (landmarks + 0.5) * 2 - 0.5  # utils/coordinates.py's resize mapping
+    torch.testing.assert_close(coords, expected, atol=0.05 * 2, rtol=0)

@@ -9,7 +9,7 @@ from conftest import write_json, write_png
 from test_main import DEMO_CFG, run_main, tiny_opts
 
 from models.learned_sigmas import LearnedSigmas, SigmaRegularisedLoss
-from trainer.model_trainer_unet import ModelTrainerUNet
+from transforms.decoding import HeatmapDecoder
 from transforms.generate_labels import UNetLabelGenerator
 from utils.checkpoints import load_checkpoint
 
@@ -91,13 +91,13 @@ def test_learned_sigmas_are_saved_resumed_and_used_to_decode(
         saved, torch.full_like(saved, 2.0)
     )  # they moved from MODEL.GAUSS_SIGMA
     used = []
-    decode = ModelTrainerUNet.decode_heatmap_batch
+    decode = HeatmapDecoder.decode
 
-    def spy(self, heatmaps, original_sizes, sigma=None):
+    def spy(self, heatmaps, original_sizes, sigma):
         used.append(sigma)
         return decode(self, heatmaps, original_sizes, sigma)
 
-    monkeypatch.setattr(ModelTrainerUNet, "decode_heatmap_batch", spy)
+    monkeypatch.setattr(HeatmapDecoder, "decode", spy)
     predict = [
         *opts,
         "TRAINER.INFERENCE_ONLY",

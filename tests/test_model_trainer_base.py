@@ -1,16 +1,18 @@
 """The trainer's schedule, early stopping, checkpoint naming and device handling."""
 
 import math
+import time
 
+import numpy as np
 import pytest
 import torch
 
 from config import load_cfg
 from datasets.dataset_generic import DatasetGeneric
-from trainer.model_trainer_base import resolve_device
+from trainer.model_trainer_base import EpochLog
 from trainer.model_trainer_index import get_trainer_class
-from transforms.generate_labels import UNetLabelGenerator
 from utils.checkpoints import load_checkpoint, save_checkpoint
+from utils.devices import resolve_device
 from utils.errors import CheckpointError, ConfigError
 
 
@@ -29,9 +31,25 @@ def make_trainer(tmp_path, *opts):
             *opts,
         ],
     )
-    trainer = get_trainer_class("U-Net")(cfg, DatasetGeneric, UNetLabelGenerator)
+    trainer = get_trainer_class("U-Net").from_config(cfg, DatasetGeneric)
     trainer.initialize(num_landmarks=3)
     return trainer
+
+
+def end_epoch(trainer, train_loss, val_mre, train_seconds=1.0, seconds=1.0, landmarks=math.nan):
+    """Record one epoch as the loop would have measured it, then run ``on_epoch_end``;
+    returns whether early stopping says stop."""
+    trainer.epoch_log = EpochLog(
+        lr=1e-3,
+        start=time.perf_counter() - seconds,
+        train_losses=[train_loss],
+        landmarks_held=[landmarks],
+        train_seconds=train_seconds,
+        val_losses=[1.0],
+        val_errors=[np.array([val_mre])],
+    )
+    trainer.on_epoch_end()
+    return trainer.stop_training
 
 
 def test_learning_rate_warmup_then_poly(tmp_path):
@@ -48,7 +66,7 @@ def test_learning_rate_warmup_then_poly(tmp_path):
 
 def test_constant_learning_rate_without_decay(tmp_path):
     trainer = make_trainer(tmp_path, "SOLVER.DECAY_POLICY", "None", "SOLVER.WARMUP_EPOCHS", "0")
-    assert trainer.learning_rate(0) == trainer.learning_rate(500) == trainer.base_lr
+    assert trainer.learning_rate(0) == trainer.learning_rate(500) == trainer.solver.base_lr
 
 
 @pytest.mark.parametrize(
@@ -66,9 +84,8 @@ def test_early_stopping_counts_epochs_without_improvement(tmp_path):
     trainer = make_trainer(tmp_path, "TRAINER.EARLY_STOP_PATIENCE", "2")
     val_errors = [5.0, 4.0, 4.5, 3.9, 4.0, 4.2]
     stops = []
-    for epoch, error in enumerate(val_errors, start=1):
-        trainer.epoch = epoch
-        stops.append(trainer.on_epoch_end(1.0, 1.0, error, 1e-3, 1.0, 1.0))
+    for error in val_errors:
+        stops.append(end_epoch(trainer, 1.0, error))
     assert stops == [False, False, False, False, False, True]
     assert trainer.best_metric == 3.9 and trainer.best_epoch == 4
     assert {p.name for p in trainer.own_checkpoints()} == {
@@ -81,8 +98,7 @@ def test_early_stopping_counts_epochs_without_improvement(tmp_path):
 def test_every_epoch_kept_when_not_latest_only(tmp_path):
     trainer = make_trainer(tmp_path, "TRAINER.SAVE_LATEST_ONLY", "False", "TRAINER.FOLD", "2")
     for epoch in (1, 2):
-        trainer.epoch = epoch
-        trainer.on_epoch_end(1.0, 1.0, 1.0 / epoch, 1e-3, 1.0, 1.0)
+        end_epoch(trainer, 1.0, 1.0 / epoch)
     names = {p.name for p in trainer.own_checkpoints()}
     assert names == {
         "model_best_fold2.model",
@@ -125,10 +141,10 @@ def test_history_row_has_throughput(tmp_path):
     trainer = make_trainer(
         tmp_path, "SOLVER.MINI_BATCH_SIZE", "4", "SOLVER.DATA_LOADER_BATCH_SIZE", "2"
     )
-    trainer.epoch = 1
-    trainer.on_epoch_end(2.0, math.nan, math.nan, 1e-3, 4.0, 5.0)
+    end_epoch(trainer, 2.0, math.nan, train_seconds=4.0, seconds=5.0)
     row = trainer.history[-1]
-    assert row["samples_per_s"] == pytest.approx(8 / 4.0) and row["seconds"] == 5.0
+    assert row["samples_per_s"] == pytest.approx(8 / 4.0)
+    assert row["seconds"] == pytest.approx(5.0, abs=0.5) and row["epoch"] == 1
 
 
 def test_flip_tta_output_is_flip_equivariant(tmp_path):
@@ -141,7 +157,7 @@ def test_flip_tta_output_is_flip_equivariant(tmp_path):
         flipped = trainer.inference_forward(image.flip(-2))
     for a, b in zip(direct, flipped, strict=True):
         torch.testing.assert_close(a, b.flip(-2), atol=1e-5, rtol=0)
-    plain = make_trainer(tmp_path, "INFERENCE.TTA_FLIP", "False")
+    plain = make_trainer(tmp_path, "INFERENCE.TTA_FLIP", "False")  # same seed, other TTA
     plain.network.load_state_dict(trainer.network.state_dict())
     plain.network.eval()
     with torch.no_grad():
@@ -155,21 +171,21 @@ PATCH_OPTS = ("SAMPLER.SAMPLE_MODE", "patch_bias", "SAMPLER.PATCH.SAMPLE_PATCH_S
 def test_flip_tta_leaves_position_channels_alone(tmp_path):
     """Position channels say where each pixel of the (flipped) image lies, as in training."""
     trainer = make_trainer(tmp_path, *PATCH_OPTS)
-    assert trainer.input_channels == 3
+    assert trainer.sampling.input_channels == 3
     images = torch.randn(2, 3, 8, 6)
-    flipped = trainer.flip_input(images)
+    flipped = trainer.whole_image_runner().flip_input(images)
     assert torch.equal(flipped[:, 0], images[:, 0].flip(-2))
     assert torch.equal(flipped[:, 1:], images[:, 1:])
     plain = make_trainer(tmp_path)
-    assert plain.input_channels == 1
-    assert torch.equal(plain.flip_input(images[:, :1]), images[:, :1].flip(-2))
+    assert plain.sampling.input_channels == 1
+    plain_flipped = plain.whole_image_runner().flip_input(images[:, :1])
+    assert torch.equal(plain_flipped, images[:, :1].flip(-2))
 
 
 def test_patch_sparsity_is_recorded_and_explained(tmp_path, caplog):
     trainer = make_trainer(tmp_path, *PATCH_OPTS)
     with caplog.at_level("INFO"):
-        trainer.epoch = 1
-        trainer.on_epoch_end(2.0, 1.0, 5.0, 1e-3, 4.0, 5.0, landmarks_per_sample=0.75)
+        end_epoch(trainer, 2.0, 5.0, landmarks=0.75)
     assert trainer.history[-1]["landmarks_per_sample"] == 0.75
     warning = [r for r in caplog.records if "landmarks on average" in r.getMessage()]
     assert len(warning) == 1 and warning[0].levelname == "WARNING"

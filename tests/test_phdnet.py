@@ -1,5 +1,6 @@
 """PHD-Net: network branches, patch targets, loss, candidate smoothing and an end-to-end run."""
 
+import dataclasses
 import math
 
 import pandas as pd
@@ -126,26 +127,27 @@ def test_flip_tta_is_exact_for_displacements(tmp_path):
             str(tmp_path),
         ],
     )
-    trainer = get_trainer_class("PHD-Net")(cfg, DatasetGeneric, PHDNetLabelGenerator)
+    trainer = get_trainer_class("PHD-Net").from_config(cfg, DatasetGeneric)
     trainer.initialize(num_landmarks=2)
     trainer.network.eval()
+    codec = trainer.label_generator
     image = torch.randn(1, 1, *SIZE, generator=torch.Generator().manual_seed(0))
     sizes = torch.tensor([list(SIZE)])
     with torch.no_grad():
         direct = trainer.inference_forward(image)
-        mirrored = trainer.flip_output_back(trainer.inference_forward(image.flip(-2)))
+        mirrored = codec.flip_back(trainer.inference_forward(image.flip(-2)))
     for key in ("probability", "offset"):  # TTA averages decoded outputs
         torch.testing.assert_close(mirrored[key], direct[key], atol=1e-5, rtol=0)
-    plain = trainer.output_to_average(trainer.network(image))
+    plain = codec.to_average(trainer.network(image))
     assert not torch.allclose(plain["offset"], direct["offset"])
     coords = trainer.get_coords_from_heatmap(direct, sizes)[0]
     torch.testing.assert_close(
         trainer.get_coords_from_heatmap(mirrored, sizes)[0], coords, atol=1e-3, rtol=0
     )
     # Without TTA too, inference gives what E-MHA averages: probabilities and offsets.
-    trainer.tta_flip = False
+    runner = dataclasses.replace(trainer.whole_image_runner(), tta_flip=False)
     with torch.no_grad():
-        single = trainer.inference_forward(image)
+        single = runner(trainer.network, image)
     assert set(single) == {"probability", "offset"}
     torch.testing.assert_close(single["offset"], plain["offset"])
 
@@ -228,7 +230,8 @@ def test_checkpoint_with_other_target_encoding_is_refused(tmp_path, capsys):
 
 def test_outputs_are_averaged_as_displacements_not_logs(tmp_path):
     cfg = load_cfg(None, ["MODEL.ARCHITECTURE", "PHD-Net", "OUTPUT.OUTPUT_DIR", str(tmp_path)])
-    trainer = get_trainer_class("PHD-Net")(cfg, DatasetGeneric, PHDNetLabelGenerator)
+    trainer = get_trainer_class("PHD-Net").from_config(cfg, DatasetGeneric)
+    trainer.initialize(num_landmarks=1)
     members = [
         {
             "displacement": encode_displacement(torch.full((1, 1, 2, 1, 1), d), True, None),
@@ -238,6 +241,6 @@ def test_outputs_are_averaged_as_displacements_not_logs(tmp_path):
     ]
     from inference.ensemble import average_outputs
 
-    mean = average_outputs([trainer.output_to_average(m) for m in members])
+    mean = average_outputs([trainer.label_generator.to_average(m) for m in members])
     assert mean["offset"].flatten().tolist() == pytest.approx([3.0, 3.0])
     assert mean["probability"].flatten().tolist() == [0.0]

@@ -482,7 +482,7 @@ class ModelTrainerBase(planning.ArchitecturePlanning, ABC):
         set ``stop_training`` when early stopping says stop."""
         log = self.epoch_log
         val_loss, val_mre = math.nan, math.nan
-        if self.val_loader is not None:
+        if self.run.perform_validation:  # the same on every rank: each joins the reduction
             val_loss, val_mre = reduce_validation(log.val_losses, log.val_errors, self.device)
         train_loss = mean_over_ranks(float(np.mean(log.train_losses)), self.device)
         self.epoch += 1
