@@ -192,6 +192,20 @@ class ResultsSettings:
     debug: bool = False
     prediction_figures: int = 3
 
+    @classmethod
+    def from_settings(cls, inference, output_dir: Path, dataset_name: str) -> ResultsSettings:
+        """From a trainer's ``InferenceSettings`` (trainer/settings.py)."""
+        return cls(
+            output_dir=Path(output_dir),
+            sdr_thresholds=inference.sdr_thresholds,
+            uncertainty_bins=inference.uncertainty_bins,
+            conformal_alpha=inference.conformal_alpha,
+            results_append=inference.results_append or "",
+            dataset_name=dataset_name,
+            debug=inference.debug,
+            prediction_figures=inference.prediction_figures,
+        )
+
 
 def run_inference(
     predictor: Predictor,

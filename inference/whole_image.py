@@ -8,7 +8,7 @@ runner serves a trainer's validation and a predictor's ensemble alike.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -152,14 +152,3 @@ class WholeImageRunner:
             return tuple(self.stride)
         m = self.input_multiple
         return tuple(max(m, side // 2 // m * m) for side in self.window_size)
-
-
-def whole_image_mode(patch_training: bool, inference_mode: str) -> str:
-    """The runner's mode: ``resized`` after whole-image training, else SAMPLER.PATCH's."""
-    return inference_mode if patch_training else "resized"
-
-
-def check_landmark_ids(source: str, ids: Sequence[int] | None, expected: Sequence[int]) -> None:
-    """Raise ValueError when a model's landmarks (JSON indices) are not ``expected``."""
-    if ids is not None and list(ids) != list(expected):
-        raise ValueError(f"{source}: predicts landmarks {list(ids)}, this model {list(expected)}")

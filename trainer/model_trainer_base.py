@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import sys
 import time
 from abc import ABC, abstractmethod
@@ -35,48 +34,37 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 from yacs.config import CfgNode
 
-from config import auto_keys, get_value
-from datasets.dataset_base import DatasetBase, prepared_annotation_file, read_dataset_json
+from config import auto_keys
+from datasets.dataset_base import DatasetBase
 from datasets.dataset_generic import DatasetGeneric
-from datasets.sampling import SeededEpochSampler
 from inference.predictions import target_coords
 from inference.predictor import InferenceModel, ResultsSettings
 from inference.whole_image import CoarseModel, WholeImageRunner
 from tracking.base import Tracker
 from trainer import planning
+from trainer.checkpointing import CheckpointMixin
+from trainer.data_loading import DataMixin
 from trainer.preemption import Preempted, received_signals, stop_requested
 from trainer.sampling_mode import WholeImages, sampling_mode
 from trainer.settings import Settings, TrainerSettings
-from transforms.dataloader_transforms import build_augmentation
 from transforms.generate_labels import LabelGenerator
-from utils.checkpoints import CHECKPOINT_SUFFIX, load_checkpoint, save_checkpoint
 from utils.devices import resolve_device, seed_everything
 from utils.distributed import (
-    BatchShardSampler,
-    ShardedSampler,
     current_process_group,
     mean_over_ranks,
-    per_rank_batch_size,
     rank_device,
     reduce_validation,
     wrap_for_training,
 )
 from utils.errors import CheckpointError, ConfigError, DataError, TrainingError
-from utils.nested import map_tensors
+from utils.nested import select_sample
 from utils.plotting import save_training_curves
 
 logger = logging.getLogger(__name__)
-
-
-def select_sample(batch_output: Any, row: int) -> Any:
-    """Row ``row`` of every tensor in a (nested list, tuple or dict of) batched tensor(s), as
-    NumPy arrays."""
-    return map_tensors(lambda tensor: tensor[row].float().cpu().numpy(), batch_output)
 
 
 @dataclass
@@ -92,7 +80,7 @@ class EpochLog:
     val_errors: list[np.ndarray] = field(default_factory=list)  # (K,) per validation sample
 
 
-class ModelTrainerBase(planning.ArchitecturePlanning, ABC):
+class ModelTrainerBase(CheckpointMixin, DataMixin, planning.ArchitecturePlanning, ABC):
     """Owns data loaders, the training loop, validation, early stopping and checkpoints.
 
     Attributes set by :meth:`initialize`: ``network``, ``label_generator``, ``optimizer``,
@@ -102,14 +90,6 @@ class ModelTrainerBase(planning.ArchitecturePlanning, ABC):
 
     label_generator_class: type[LabelGenerator]  # the codec of this model's targets
     model_settings_class: type[Settings] | None = None  # the model's own keys, if any
-    # Config keys that a checkpoint must have been trained with to be loaded (subclasses add
-    # theirs, e.g. how their targets are encoded).
-    checkpoint_config_keys: tuple[str, ...] = (
-        "SAMPLER.INPUT_SIZE",
-        "SAMPLER.SAMPLE_MODE",
-        "SAMPLER.PATCH.SAMPLE_PATCH_SIZE",
-        "SAMPLER.PATCH.RESOLUTION_TO_SAMPLE_FROM",
-    )
 
     def __init__(
         self,
@@ -265,71 +245,6 @@ class ModelTrainerBase(planning.ArchitecturePlanning, ABC):
             torch.optim.AdamW if solver.optimizer_name == "adamw" else torch.optim.Adam
         )
         return optimizer_class(parameters, lr=solver.base_lr, weight_decay=solver.weight_decay)
-
-    # ------------------------------------------------------------------ data
-    def annotation_file(self) -> Path:
-        """The dataset JSON of this run (after letting the dataset class prepare its data)."""
-        data = self.data
-        return prepared_annotation_file(
-            self.dataset_class, data.root, data.annotation_source, data.fold
-        )
-
-    def make_dataset(self, split: str, augment: bool = False) -> DatasetBase:
-        """One split of the annotation file at the sampling mode's image size (whole images;
-        the sampling mode cuts training and validation sets into patches)."""
-        data = self.data
-        augmentation = build_augmentation(data.data_aug, data.data_aug_package) if augment else None
-        return self.dataset_class(
-            json_path=self.annotation_file(),
-            split=split,
-            root=data.root,
-            input_size=self.sampling.image_size,
-            with_position=self.sampling.input_channels == 3,
-            landmarks=list(data.landmarks),
-            augmentation=augmentation,
-            cache_data=data.cache_data,
-            default_pixel_size=data.pixel_size or None,
-            max_samples=data.trainset_size if split == "training" else -1,
-        )
-
-    def evaluation_sets(self) -> tuple[DatasetBase, DatasetBase | None]:
-        """The testing list, and the validation list (if any) to calibrate uncertainty on."""
-        data = read_dataset_json(self.annotation_file())
-        calibration = self.make_dataset("validation") if data.get("validation") else None
-        return self.make_dataset("testing"), calibration
-
-    def check_landmarks(self, dataset: DatasetBase) -> None:
-        """Refuse a dataset whose landmarks (JSON indices) are not the model's."""
-        ids = dataset.landmarks or list(range(dataset.num_landmarks))
-        if self.landmark_ids is not None and ids != list(self.landmark_ids):
-            raise DataError(
-                f"{dataset.json_path}: landmarks {ids} (DATASET.LANDMARKS), but the model "
-                f"predicts landmarks {list(self.landmark_ids)}"
-            )
-
-    def make_loader(self, dataset: DatasetBase, shuffle: bool) -> DataLoader:
-        """Training (``shuffle``): this rank's share of each epoch's seeded global batches.
-        Validation: whole batches in order, shared out between the ranks (whole images after
-        patch training one at a time: their windows are batched instead)."""
-        group, solver = self.process_group, self.solver
-        pin_memory = self.device.type == "cuda"
-        workers = self.data.num_workers
-        if not shuffle:
-            batch_size = solver.batch_size
-            if self.sampling.patches and dataset.patch_sampler is None:
-                batch_size = 1
-            batches = BatchShardSampler(len(dataset), batch_size, group.rank, group.world_size)
-            return DataLoader(
-                dataset, batch_sampler=batches, num_workers=workers, pin_memory=pin_memory
-            )
-        sampler = SeededEpochSampler(len(dataset), solver.samples_per_epoch, self.sampler_generator)
-        return DataLoader(
-            dataset,
-            batch_size=per_rank_batch_size(solver.batch_size, group),
-            sampler=ShardedSampler(sampler, solver.batch_size, group.rank, group.world_size),
-            num_workers=workers,
-            pin_memory=pin_memory,
-        )
 
     # ------------------------------------------------------------------ the loop
     def run_training(self) -> None:
@@ -656,16 +571,8 @@ class ModelTrainerBase(planning.ArchitecturePlanning, ABC):
 
     def results_settings(self) -> ResultsSettings:
         """How this run writes its results folders (OUTPUT and INFERENCE keys)."""
-        inference = self.inference
-        return ResultsSettings(
-            output_dir=self.output_dir,
-            sdr_thresholds=inference.sdr_thresholds,
-            uncertainty_bins=inference.uncertainty_bins,
-            conformal_alpha=inference.conformal_alpha,
-            results_append=inference.results_append or "",
-            dataset_name=self.data.dataset_name,
-            debug=inference.debug,
-            prediction_figures=inference.prediction_figures,
+        return ResultsSettings.from_settings(
+            self.inference, self.output_dir, self.data.dataset_name
         )
 
     def inference_forward(self, images: torch.Tensor) -> Any:
@@ -686,112 +593,3 @@ class ModelTrainerBase(planning.ArchitecturePlanning, ABC):
         except ValueError as err:  # a stride that does not fit the network's output grid
             raise ConfigError(f"SAMPLER.PATCH.STITCH_STRIDE: {err}") from None
         self.network.train(was_training)
-
-    # ------------------------------------------------------------------ checkpoints
-    def own_checkpoints(self) -> list[Path]:
-        """This fold's checkpoints in OUTPUT_DIR (best, latest, ep<N>), sorted by name."""
-        pattern = re.compile(
-            rf"model_(best|latest|ep\d+){self.fold_tag}{re.escape(CHECKPOINT_SUFFIX)}"
-        )
-        return sorted(
-            p for p in self.output_dir.glob(f"*{CHECKPOINT_SUFFIX}") if pattern.fullmatch(p.name)
-        )
-
-    def checkpoint_path(self, kind: str) -> Path:
-        """``model_<kind>[_fold<N>].model`` in OUTPUT_DIR (kind: best, latest, ep<N>)."""
-        return self.output_dir / f"model_{kind}{self.fold_tag}{CHECKPOINT_SUFFIX}"
-
-    @property
-    def fold_tag(self) -> str:
-        """``_fold<N>`` in checkpoint names when TRAINER.FOLD >= 0, else nothing."""
-        return f"_fold{self.data.fold}" if self.data.fold >= 0 else ""
-
-    def save_checkpoint(self, path: Path) -> None:
-        if not self.process_group.is_main:  # rank 0 writes; every rank holds the same state
-            return
-        save_checkpoint(
-            {
-                "config": self.cfg.dump(),
-                "architecture": self.architecture,
-                "optimizer_name": self.solver.optimizer_name,
-                "landmark_ids": self.landmark_ids,
-                "num_landmarks": self.num_landmarks,
-                "input_channels": self.sampling.input_channels,
-                "epoch": self.epoch,
-                "network": self.network.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "scaler": self.scaler.state_dict(),
-                "best_metric": self.best_metric,
-                "best_epoch": self.best_epoch,
-                "epochs_without_improvement": self.epochs_without_improvement,
-                "history": self.history,
-            },
-            path,
-        )
-
-    def load_checkpoint(self, path: str | Path, resume_training: bool) -> None:
-        """Load network weights (and, to resume, optimizer, scaler, epoch and history)."""
-        state = load_checkpoint(path, map_location=self.device)
-        self.check_checkpoint(path, state)
-        if self.network is None:
-            self.initialize(int(state["num_landmarks"]))
-        elif state["num_landmarks"] != self.num_landmarks:
-            raise CheckpointError(
-                f"{path}: {state['num_landmarks']} landmarks, expected {self.num_landmarks}"
-            )
-        self.landmark_ids = state.get("landmark_ids")
-        try:
-            self.network.load_state_dict(state["network"])
-        except RuntimeError as err:
-            raise CheckpointError(
-                f"{path}: does not fit the network this config builds "
-                f"({str(err).splitlines()[1].strip()})"
-            ) from None
-        if not resume_training:
-            return
-        if state.get("optimizer_name", self.solver.optimizer_name) != self.solver.optimizer_name:
-            raise CheckpointError(
-                f"{path}: trained with SOLVER.OPTIMIZER {state['optimizer_name']!r}, the "
-                f"config says {self.solver.optimizer_name!r}"
-            )
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.use_amp and state["scaler"]:  # a CPU or full-precision run has no scale
-            self.scaler.load_state_dict(state["scaler"])
-        self.epoch = int(state["epoch"])
-        self.best_metric = float(state["best_metric"])
-        self.best_epoch = int(state["best_epoch"])
-        self.epochs_without_improvement = int(state["epochs_without_improvement"])
-        self.history = list(state["history"])
-        logger.info("resuming %s after epoch %d", path, self.epoch)
-
-    def check_checkpoint(self, path: str | Path, state: dict) -> None:
-        """Refuse a checkpoint of another architecture, input or target encoding
-        (``checkpoint_config_keys``), or number of input channels."""
-        if state.get("architecture") != self.architecture:
-            raise CheckpointError(
-                f"{path}: trained as {state.get('architecture')!r}, but "
-                f"MODEL.ARCHITECTURE is {self.architecture!r}"
-            )
-        trained_cfg = yaml.safe_load(state["config"])
-        for key in self.checkpoint_config_keys:
-            current = get_value(self.cfg, key)
-            try:
-                trained = get_value(trained_cfg, key)
-            except KeyError:
-                raise CheckpointError(
-                    f"{path}: saved by an older version that did not record {key}; "
-                    "retrain, or load it with the version that trained it"
-                ) from None
-            if isinstance(current, list | tuple):  # YAML gives lists, yacs may give tuples
-                trained, current = list(trained), list(current)
-            if trained != current:
-                raise CheckpointError(
-                    f"{path}: trained with {key} {trained!r}, the config says {current!r}"
-                )
-        channels = int(state.get("input_channels", 1))  # saved before position channels: 1
-        if channels != self.sampling.input_channels:
-            raise CheckpointError(
-                f"{path}: trained with {channels} input channel(s), but this config gives "
-                f"{self.sampling.input_channels}: the image, plus x and y with patch sampling "
-                "and SAMPLER.PATCH.POSITION_CHANNELS True"
-            )

@@ -22,3 +22,9 @@ def tensor_leaves(output: Any) -> list[torch.Tensor]:
     found: list[torch.Tensor] = []
     map_tensors(found.append, output)
     return found
+
+
+def select_sample(batch_output: Any, row: int) -> Any:
+    """Row ``row`` of every tensor in a (nested list, tuple or dict of) batched tensor(s), as
+    NumPy arrays."""
+    return map_tensors(lambda tensor: tensor[row].float().cpu().numpy(), batch_output)
