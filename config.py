@@ -143,6 +143,16 @@ _COMET_KEYS = (
     "OUTPUT.COMET_OFFLINE",
 )
 
+# SAMPLER.DATA_AUG: the original's schemes (random affine, then a vertical flip half the time),
+# and each without the flip ("NoFlip"; transforms/dataloader_transforms.py builds them).
+_ORIGINAL_SCHEMES = (
+    "AffineSimple",
+    "AffineComplex",
+    "AffineComplexElastic",
+    "AffineComplexElasticLight",
+)
+AUGMENTATION_SCHEMES = (*_ORIGINAL_SCHEMES, *(f"{name}NoFlip" for name in _ORIGINAL_SCHEMES))
+
 _CHOICES = {
     "SAMPLER.DATA_AUG_PACKAGE": ("albumentations", "imgaug"),
     "SAMPLER.SAMPLE_MODE": ("full", "patch_bias"),
@@ -154,13 +164,7 @@ _CHOICES = {
     ),
     "SOLVER.OPTIMIZER": ("adamw", "adam", "sgd"),
     "SOLVER.DECAY_POLICY": ("poly", None),
-    "SAMPLER.DATA_AUG": (
-        None,
-        "AffineSimple",
-        "AffineComplex",
-        "AffineComplexElastic",
-        "AffineComplexElasticLight",
-    ),
+    "SAMPLER.DATA_AUG": (None, *AUGMENTATION_SCHEMES),
     "INFERENCE.EVALUATION_MODE": ("scale_heatmap_first", "scale_pred_coords", "use_input_size"),
     "INFERENCE.DECODING": ("argmax", "quadratic", "dark", "local_soft_argmax"),
     "MODEL.PHDNET.BRANCH_SCHEME": ("multi", "heatmap", "displacement"),

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The cephalometric CPU benchmark behind the README's tables (about 2.5 hours on 2 CPU cores).
+# The cephalometric CPU benchmark behind the tables of docs/benchmarks.md (about 2.5 hours on 2 CPU cores).
 #   bash scripts/benchmark_cephalometric.sh [DATA_DIR] [OUT_DIR]
 # DATA_DIR holds images/ and splits/ (default ../shared/data/cephalometric).
 set -euo pipefail

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The full-resolution patch benchmark behind the README's patch table: the resized U-Net (also
+# The full-resolution patch benchmark behind the patch table of docs/methods.md: the resized U-Net (also
 # the coarse model), patches at full resolution and at 832 x 672 (8x its samples), each predicted
 # by stitching and by coarse-to-fine. About 6 minutes on one H200 (the three trainings share it);
 # on 2 CPU cores the patch runs take about 2 hours each.

@@ -157,3 +157,22 @@ def test_imgaug_without_imgaug_names_albumentations():
     with pytest.raises(ConfigError, match="albumentations") as info:
         build_augmentation("AffineSimple", "imgaug")
     assert "imgaug" in str(info.value)
+
+
+@pytest.mark.parametrize("base", ["AffineSimple", "AffineComplex", "AffineComplexElasticLight"])
+def test_noflip_schemes_never_turn_the_image_upside_down(base):
+    """Two landmarks one above the other: at most ±45° of rotation (and shear) keeps the upper
+    one above, unless the scheme flips; the original's scheme flips about half the time."""
+    coords = np.array([[32.0, 10.0], [32.0, 38.0]])  # x, y: the first above the second
+    image = np.zeros(SIZE, dtype=np.float32)
+
+    def upside_down(scheme: str) -> int:
+        augment = build_augmentation(scheme, "albumentations")
+        turned = 0
+        for seed in range(40):
+            _, out = augment(image, coords.copy(), seed)
+            turned += bool(out[0, 1] > out[1, 1])
+        return turned
+
+    assert upside_down(f"{base}NoFlip") == 0
+    assert 8 <= upside_down(base) <= 32

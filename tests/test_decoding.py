@@ -5,8 +5,13 @@ import pytest
 import torch
 from conftest import gaussian_image
 
-from transforms.decoding import heatmap_argmax, heatmap_to_coords
-from utils.coordinates import resize_coords
+from transforms.decoding import (
+    decode_heatmaps,
+    decode_upsampled,
+    heatmap_argmax,
+    heatmap_to_coords,
+)
+from utils.coordinates import resize_coords, resize_heatmaps, scale_factors
 
 INPUT = (32, 48)  # H, W of the model input (heatmap)
 ORIGINAL = (64, 96)  # H, W of the image file
@@ -120,3 +125,34 @@ def test_half_precision_heatmap_decodes():
 def test_unknown_mode_raises():
     with pytest.raises(ValueError, match="evaluation_mode"):
         heatmap_to_coords(heatmap_of([(1.0, 1.0)]), ORIGINAL, "nearest")
+
+
+def test_windowed_upsampling_decodes_as_the_whole_resized_map():
+    """scale_heatmap_first upsamples only windows around candidate maxima: the coordinates equal
+    those of decoding the fully (bicubically) resized heatmaps, for every decoder, with
+    competing peaks, noise, negative values, a peak on the border and a flat map."""
+    generator = torch.Generator().manual_seed(0)
+    size, original = (40, 56), (157, 203)  # non-square, not an integer scale
+    yy, xx = torch.meshgrid(torch.arange(40.0), torch.arange(56.0), indexing="ij")
+
+    def peak(x, y, height, sigma=2.0):
+        return height * torch.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma**2))
+
+    maps = torch.stack(
+        [
+            peak(20.3, 11.7, 1.0),
+            peak(10.0, 30.0, 1.0) + peak(45.0, 8.0, 0.97),  # a close second peak far away
+            peak(30.2, 20.9, 1.0) + 0.05 * torch.randn(size, generator=generator),
+            peak(0.0, 39.0, 1.0) - 0.3,  # on the corner, negative background
+            peak(25.0, 25.0, 1.0, sigma=4.0) * torch.randn(size, generator=generator).abs(),
+            torch.zeros(size),  # flat: the first pixel, as argmax
+        ]
+    )[None]
+    scale = max(scale_factors(size, original))
+    full = resize_heatmaps(maps, original)
+    for method in ("argmax", "quadratic", "dark", "local_soft_argmax"):
+        expected = decode_heatmaps(full, method, 2.0 * scale)[0][0]
+        windowed = decode_upsampled(maps[0], original, method, 2.0 * scale)
+        torch.testing.assert_close(windowed, expected, atol=1e-3, rtol=0, msg=method)
+        decoded = heatmap_to_coords(maps[0], original, "scale_heatmap_first", method, sigma=2.0)
+        torch.testing.assert_close(decoded.coords, expected, atol=1e-3, rtol=0, msg=method)

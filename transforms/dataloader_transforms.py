@@ -12,6 +12,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
+from config import AUGMENTATION_SCHEMES
 from utils.errors import ConfigError
 
 Augmentation = Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]]
@@ -22,18 +23,16 @@ _AFFINE_COMPLEX = dict(scale=(0.8, 1.2), translate=(-0.07, 0.07), rotate=(-45, 4
 # Elastic strength as (largest displacement, smoothness), both as fractions of the image side.
 _ELASTIC = {"AffineComplexElastic": (0.02, 0.05), "AffineComplexElasticLight": (0.01, 0.05)}
 
-SCHEMES = (
-    None,
-    "AffineSimple",
-    "AffineComplex",
-    "AffineComplexElastic",
-    "AffineComplexElasticLight",
-)
+SCHEMES = AUGMENTATION_SCHEMES  # config.py holds the names, for its early check
+NO_FLIP = "NoFlip"  # scheme-name suffix: the same transforms without the vertical flip
 
 
-def _scheme_parts(scheme: str) -> tuple[dict, tuple[float, float] | None]:
-    affine = _AFFINE_SIMPLE if scheme == "AffineSimple" else _AFFINE_COMPLEX
-    return affine, _ELASTIC.get(scheme)
+def _scheme_parts(scheme: str) -> tuple[dict, tuple[float, float] | None, bool]:
+    """(affine ranges, elastic (displacement, smoothness) or None, vertical flip) of a scheme."""
+    flip = not scheme.endswith(NO_FLIP)
+    base = scheme.removesuffix(NO_FLIP)
+    affine = _AFFINE_SIMPLE if base == "AffineSimple" else _AFFINE_COMPLEX
+    return affine, _ELASTIC.get(base), flip
 
 
 class ElasticDeformation:
@@ -97,7 +96,7 @@ class AlbumentationsAugmentation:
     def __init__(self, scheme: str) -> None:
         import albumentations as A
 
-        affine, elastic = _scheme_parts(scheme)
+        affine, elastic, flip = _scheme_parts(scheme)
         transforms = [
             A.Affine(
                 scale=affine["scale"],
@@ -109,7 +108,7 @@ class AlbumentationsAugmentation:
                 fill=0,
                 p=0.5,
             ),
-            A.VerticalFlip(p=0.5),
+            *([A.VerticalFlip(p=0.5)] if flip else []),
         ]
         self.elastic = ElasticDeformation(*elastic) if elastic else None
         self.pipeline = A.Compose(
@@ -146,7 +145,7 @@ class ImgaugAugmentation:
                 f"SAMPLER.DATA_AUG_PACKAGE 'imgaug' cannot be used here (import failed: "
                 f"{type(err).__name__}: {err}); set SAMPLER.DATA_AUG_PACKAGE albumentations"
             ) from None
-        affine, elastic = _scheme_parts(scheme)
+        affine, elastic, flip = _scheme_parts(scheme)
         steps = [
             iaa.Sometimes(
                 0.5,
@@ -160,7 +159,7 @@ class ImgaugAugmentation:
                     cval=0,
                 ),
             ),
-            iaa.Flipud(0.5),
+            *([iaa.Flipud(0.5)] if flip else []),
         ]
         self.elastic = ElasticDeformation(*elastic) if elastic else None
         self.pipeline = iaa.Sequential(steps)
