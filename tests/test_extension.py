@@ -165,6 +165,13 @@ def test_trainer_from_literals_trains_and_resumes_exactly(data, tmp_path):
         assert [row[key] for row in resumed.history] == [row[key] for row in whole.history]
     for a, b in zip(resumed.network.parameters(), whole.network.parameters(), strict=True):
         assert torch.equal(a, b)
+    # A predictor is built from checkpoints and leaves the trainer's weights alone.
+    before = [p.detach().clone() for p in resumed.network.parameters()]
+    predictor = model_trainer_index.load_predictor([first.checkpoint_path("latest")], resumed.cfg)
+    epoch_two = torch.load(first.checkpoint_path("latest"), weights_only=True)["network"]
+    for name, value in predictor.models[0].network.state_dict().items():
+        assert torch.equal(value, epoch_two[name])
+    assert all(torch.equal(a, b) for a, b in zip(before, resumed.network.parameters(), strict=True))
     # The saved config holds the literals, so the index can load the checkpoint alone.
     loaded = model_trainer_index.load_trainer(resumed.checkpoint_path("latest"))
     assert list(loaded.data.input_size) == [32, 48] and loaded.solver.max_epochs == 4
