@@ -33,7 +33,7 @@ _C.SAMPLER = CN()
 _C.SAMPLER.DEBUG = False  # save PNGs of a few augmented training samples with their targets
 _C.SAMPLER.INPUT_SIZE = [512, 512]  # [height, width] every image is resized to; "auto": planned
 _C.SAMPLER.MAX_INPUT_PIXELS = 512 * 512  # pixel budget (height * width) of INPUT_SIZE "auto"
-_C.SAMPLER.DATA_AUG = "AffineComplex"  # augmentation scheme (transforms/dataloader_transforms.py)
+_C.SAMPLER.DATA_AUG = "auto"  # augmentation (transforms/dataloader_transforms.py); "auto": planned
 _C.SAMPLER.DATA_AUG_PACKAGE = "albumentations"  # "albumentations" or "imgaug" (needs numpy < 2)
 _C.SAMPLER.NUM_WORKERS = 0  # data loader workers; 0 = the main process; "auto": from CPUs
 _C.SAMPLER.SAMPLE_MODE = "full"  # "full" (whole resized image) or "patch_bias" (SAMPLER.PATCH)
@@ -60,7 +60,7 @@ _C.SOLVER.MINI_BATCH_SIZE = 150  # mini-batches per epoch
 _C.SOLVER.DATA_LOADER_BATCH_SIZE = 12  # samples per mini-batch; "auto": measured (CUDA)
 _C.SOLVER.MAX_AUTO_BATCH_SIZE = 32  # largest batch DATA_LOADER_BATCH_SIZE "auto" may choose
 _C.SOLVER.DEEP_SUPERVISION = True  # also supervise the coarser decoder levels
-_C.SOLVER.NUM_RES_SUPERVISIONS = 5  # how many decoder levels (finest first) get a loss
+_C.SOLVER.NUM_RES_SUPERVISIONS = "auto"  # decoder levels (finest first) with a loss; or "auto"
 _C.SOLVER.AUTO_MIXED_PRECISION = True  # float16 autocast + grad scaler (CUDA only)
 _C.SOLVER.GRAD_CLIP_NORM = 0.0  # clip the gradients' global L2 norm to this before a step; 0 = off
 _C.SOLVER.LOSS_FUNCTION = "mse"  # heatmap loss: a key of losses/loss_index.py ("mse", "awl")
@@ -164,7 +164,7 @@ _CHOICES = {
     ),
     "SOLVER.OPTIMIZER": ("adamw", "adam", "sgd"),
     "SOLVER.DECAY_POLICY": ("poly", None),
-    "SAMPLER.DATA_AUG": (None, *AUGMENTATION_SCHEMES),
+    "SAMPLER.DATA_AUG": (None, "auto", *AUGMENTATION_SCHEMES),
     "INFERENCE.EVALUATION_MODE": ("scale_heatmap_first", "scale_pred_coords", "use_input_size"),
     "INFERENCE.DECODING": ("argmax", "quadratic", "dark", "local_soft_argmax"),
     "MODEL.PHDNET.BRANCH_SCHEME": ("multi", "heatmap", "displacement"),
@@ -177,8 +177,10 @@ _CHOICES = {
 AUTO = "auto"
 AUTO_KEYS = (
     "SAMPLER.INPUT_SIZE",
+    "SAMPLER.DATA_AUG",
     "SAMPLER.NUM_WORKERS",
     "SOLVER.DATA_LOADER_BATCH_SIZE",
+    "SOLVER.NUM_RES_SUPERVISIONS",
     "MODEL.GAUSS_SIGMA",
 )
 # Keys read only while another key is "auto": a non-default value is refused otherwise.
@@ -287,8 +289,11 @@ def validate_cfg(cfg: CN) -> None:
         raise ConfigError("TRAINER.EARLY_STOP_PATIENCE must be at least 1 (epochs)")
     if cfg.SOLVER.WARMUP_EPOCHS < 0:
         raise ConfigError("SOLVER.WARMUP_EPOCHS must be 0 or more")
-    if cfg.SOLVER.NUM_RES_SUPERVISIONS < 1:
-        raise ConfigError("SOLVER.NUM_RES_SUPERVISIONS must be at least 1")
+    levels = cfg.SOLVER.NUM_RES_SUPERVISIONS
+    if not is_auto(levels) and (
+        not isinstance(levels, int) or isinstance(levels, bool) or levels < 1
+    ):
+        raise ConfigError(f'SOLVER.NUM_RES_SUPERVISIONS = {levels!r}; give 1, 2, ... or "auto"')
     if not 1 <= cfg.MODEL.PHDNET.MAXPOOL_FACTOR <= 6:
         raise ConfigError("MODEL.PHDNET.MAXPOOL_FACTOR must be between 1 and 6")
     clip = cfg.SOLVER.GRAD_CLIP_NORM
@@ -305,8 +310,9 @@ def validate_cfg(cfg: CN) -> None:
     )
     if weight < 0:
         raise ConfigError(f"SOLVER.REGRESS_SIGMA_LOSS_WEIGHT = {weight}; it must be >= 0")
-    if not is_auto(cfg.MODEL.GAUSS_SIGMA) and cfg.MODEL.GAUSS_SIGMA <= 0:
-        raise ConfigError(f"MODEL.GAUSS_SIGMA = {cfg.MODEL.GAUSS_SIGMA}; it must be > 0")
+    sigma = cfg.MODEL.GAUSS_SIGMA
+    if not is_auto(sigma) and (not _is_number(sigma) or sigma <= 0):
+        raise ConfigError(f'MODEL.GAUSS_SIGMA = {sigma!r}; give a number > 0 or "auto"')
     if not isinstance(cfg.TRAINER.FOLD, int) or cfg.TRAINER.FOLD < -1:
         raise ConfigError(f"TRAINER.FOLD = {cfg.TRAINER.FOLD!r}; give -1 or a fold number >= 0")
     if not 0 < cfg.INFERENCE.CONFORMAL_ALPHA < 1:
@@ -476,7 +482,10 @@ def saved_cfg(text: str, source: str) -> CN:
     """The defaults merged with a config saved as YAML text (a checkpoint's), mutable and not
     validated; a key this version does not know is a ConfigError naming ``source``."""
     cfg = get_cfg_defaults()
-    _merge(cfg.merge_from_other_cfg, CN(yaml.safe_load(text)), source=source)
+    overrides = CN(yaml.safe_load(text))
+    taken = _take_auto_keys(overrides)
+    _merge(cfg.merge_from_other_cfg, overrides, source=source)
+    _set_auto_keys(cfg, taken)
     return cfg
 
 
@@ -487,7 +496,7 @@ def load_cfg(cfg_file: str | Path | None = None, opts: list[str] | None = None) 
     an unknown key, a value of the wrong type, or an option that cannot be honoured.
     """
     cfg = get_cfg_defaults()
-    auto: set[str] = set()  # keys set to "auto"; yacs would refuse a string for a list or number
+    taken: dict[str, object] = {}  # AUTO_KEYS' values: set after merging, past yacs' type check
     if cfg_file is not None:
         path = Path(cfg_file)
         if not path.is_file():
@@ -500,14 +509,19 @@ def load_cfg(cfg_file: str | Path | None = None, opts: list[str] | None = None) 
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path} must hold a mapping of config sections")
         overrides = CN(loaded)
-        auto |= _take_auto(overrides)
+        taken |= _take_auto_keys(overrides)
         _coerce_numbers(cfg, overrides)
         _merge(cfg.merge_from_other_cfg, overrides, source=str(path))
     if opts:
-        parsed = _take_auto_opts(_parse_opts(cfg, list(opts)), auto)
-        _merge(cfg.merge_from_list, parsed, source="the command line")
-    for key in auto:
-        set_value(cfg, key, AUTO)
+        rest = []
+        parsed = _parse_opts(cfg, list(opts))
+        for key, value in zip(parsed[0::2], parsed[1::2], strict=True):
+            if key in AUTO_KEYS:  # the command line wins over the YAML
+                taken[key] = value
+            else:
+                rest += [key, value]
+        _merge(cfg.merge_from_list, rest, source="the command line")
+    _set_auto_keys(cfg, taken)
     validate_cfg(cfg)
     cfg.freeze()
     return cfg
@@ -519,29 +533,24 @@ def set_value(cfg: CN, dotted_key: str, value) -> None:
     (get_value(cfg, parent) if parent else cfg)[last] = value
 
 
-def _take_auto(overrides: CN, prefix: str = "") -> set[str]:
-    """Remove the "auto" values of AUTO_KEYS from a YAML's overrides; return their keys."""
-    taken = set()
+def _take_auto_keys(overrides: CN, prefix: str = "") -> dict[str, object]:
+    """Remove the values of AUTO_KEYS from a YAML's overrides and return them by key: yacs
+    would refuse "auto" where the default is a number, and a number where it is "auto"."""
+    taken = {}
     for key, value in list(overrides.items()):
         if isinstance(value, CN):
-            taken |= _take_auto(value, f"{prefix}{key}.")
-        elif is_auto(value) and f"{prefix}{key}" in AUTO_KEYS:
+            taken |= _take_auto_keys(value, f"{prefix}{key}.")
+        elif f"{prefix}{key}" in AUTO_KEYS:
             del overrides[key]
-            taken.add(f"{prefix}{key}")
+            taken[f"{prefix}{key}"] = value
     return taken
 
 
-def _take_auto_opts(parsed: list, auto: set[str]) -> list:
-    """Move the "auto" values of AUTO_KEYS from parsed ``[KEY, value, ...]`` into ``auto`` and
-    return the other pairs; a key given here leaves ``auto`` otherwise (the command line wins)."""
-    rest = []
-    for key, value in zip(parsed[0::2], parsed[1::2], strict=True):
-        auto.discard(key)
-        if is_auto(value) and key in AUTO_KEYS:
-            auto.add(key)
-        else:
-            rest += [key, value]
-    return rest
+def _set_auto_keys(cfg: CN, taken: dict[str, object]) -> None:
+    """Set the values :func:`_take_auto_keys` took (an integer stands for a float default);
+    ``validate_cfg`` checks them."""
+    for key, value in taken.items():
+        set_value(cfg, key, _coerce_number(get_value(_C, key), value))
 
 
 def _merge(merge_fn, overrides, source: str) -> None:

@@ -21,6 +21,7 @@ from yacs.config import CfgNode
 from config import (
     AUTO_ONLY_KEYS,
     auto_keys,
+    full_resolution_patches,
     get_cfg_defaults,
     get_value,
     is_auto,
@@ -33,8 +34,12 @@ from datasets.fingerprint import Fingerprint, cached_fingerprint, format_report,
 from inference.cross_validation import fold_numbers
 from trainer.auto_batch_size import cuda_batch_probe, probe_config
 from trainer.auto_rules import (
+    AUTO_AUGMENTATIONS,
     GPU_MEMORY_HEADROOM,
+    MAX_AUGMENTED_OUTSIDE,
+    augmented_outside,
     auto_num_workers,
+    choose_augmentation,
     cpu_batch_size,
     search_batch_size,
 )
@@ -90,7 +95,27 @@ def _resolve_sigma(cfg: CfgNode, fingerprint: Fingerprint) -> tuple[float, str]:
     trainer_class = get_trainer_class(cfg.MODEL.ARCHITECTURE)
     median = fingerprint.median_size()
     whole_input_size = trainer_class.plan_input_size(cfg, median)  # what "auto" would resize to
-    return trainer_class.plan_sigma(cfg, median, whole_input_size)
+    landmarks = np.asarray(fingerprint.training_landmarks_rel, dtype=np.float64)
+    return trainer_class.plan_sigma(cfg, median, whole_input_size, landmarks)
+
+
+def _resolve_augmentation(cfg: CfgNode, fingerprint: Fingerprint) -> tuple[str, str]:
+    """The strongest flip-free scheme that keeps the training landmarks in the image
+    (trainer/auto_rules.choose_augmentation), simulated at the size images are read at."""
+    full_resolution = full_resolution_patches(
+        cfg.SAMPLER.SAMPLE_MODE, cfg.SAMPLER.PATCH.RESOLUTION_TO_SAMPLE_FROM
+    )
+    size = fingerprint.median_size() if full_resolution else tuple(cfg.SAMPLER.INPUT_SIZE)
+    size = tuple(int(round(s)) for s in size)
+    landmarks = np.asarray(fingerprint.training_landmarks_rel, dtype=np.float64)
+    outside = {scheme: augmented_outside(scheme, landmarks, size) for scheme in AUTO_AUGMENTATIONS}
+    scheme = choose_augmentation(outside)
+    shares = ", ".join(f"{name} {100 * share:.1f} %" for name, share in outside.items())
+    return scheme, (
+        f"no flip (none is anatomically possible without left/right pairs); landmarks pushed "
+        f"out of the {size[0]} x {size[1]} image: {shares}; the strongest within "
+        f"{100 * MAX_AUGMENTED_OUTSIDE:g} % wins"
+    )
 
 
 def _resolve_batch_size(
@@ -151,6 +176,11 @@ def resolve_auto_config(
         choose("SAMPLER.INPUT_SIZE", *_resolve_input_size(resolved, fingerprint))
     if is_auto(cfg.MODEL.GAUSS_SIGMA):
         choose("MODEL.GAUSS_SIGMA", *_resolve_sigma(resolved, fingerprint))
+    if is_auto(cfg.SOLVER.NUM_RES_SUPERVISIONS):
+        trainer_class = get_trainer_class(cfg.MODEL.ARCHITECTURE)
+        choose("SOLVER.NUM_RES_SUPERVISIONS", *trainer_class.plan_supervised_levels(resolved))
+    if is_auto(cfg.SAMPLER.DATA_AUG):
+        choose("SAMPLER.DATA_AUG", *_resolve_augmentation(resolved, fingerprint))
     if is_auto(cfg.SAMPLER.NUM_WORKERS):
         cpus = available_cpus() if cpu_count is None else cpu_count
         cached = bool(cfg.TRAINER.CACHE_DATA)

@@ -30,7 +30,7 @@ from utils.image_io import read_image
 
 logger = logging.getLogger(__name__)
 
-FINGERPRINT_VERSION = 1  # part of the cache key: bump when the fingerprint's content changes
+FINGERPRINT_VERSION = 2  # part of the cache key: bump when the fingerprint's content changes
 
 
 @dataclass
@@ -56,7 +56,10 @@ class Fingerprint:
     readable image; ``pixel_sizes``: how many images have each ``"x x y"`` mm pixel size (or
     ``"unknown"``); ``landmark_std_px`` (K, 2) x, y standard deviation of each landmark over the
     annotated samples in original pixels, ``landmark_std_rel`` (K, 2) the same as a fraction of
-    the image's width and height.
+    the image's width and height; ``training_landmarks_rel`` (N, K, 2) each annotated training
+    sample's landmarks in unit-image coordinates (utils/coordinates.py's resize to a 1 x 1
+    image: -0.5 ... 0.5 across the image), for rules that depend on the layout (landmark
+    spacing, augmentation).
     """
 
     json_path: str
@@ -69,6 +72,7 @@ class Fingerprint:
     landmarks_outside: int
     landmark_std_px: list[list[float]]
     landmark_std_rel: list[list[float]]
+    training_landmarks_rel: list[list[list[float]]] = field(default_factory=list)
     issues: list[Issue] = field(default_factory=list)
 
     @property
@@ -122,7 +126,7 @@ def compute_fingerprint(
     data = read_dataset_json(json_path)
     issues: list[Issue] = []
     counts, formats, pixel_sizes = {}, Counter(), Counter()
-    sizes, intensity, rel_coords, px_coords = [], [], [], []
+    sizes, intensity, rel_coords, px_coords, training_rel = [], [], [], [], []
     n_coords, outside = None, 0
     first_split_of_id: dict[str, str] = {}
     total = sum(len(data.get(split, [])) for split in SPLITS)
@@ -181,6 +185,8 @@ def compute_fingerprint(
                     px_coords.append(coords)
                     # fractions of the image: the unit-image resize, whose -0.5 cancels in the std
                     rel_coords.append(resize_coords(coords, size, (1, 1)))
+                    if split == "training":
+                        training_rel.append(np.round(rel_coords[-1], 6).tolist())
             issues += [Issue("error", split, sample_id, position, m) for m in errors]
             issues += [Issue("warning", split, sample_id, position, m) for m in warnings]
     progress.close()
@@ -198,6 +204,7 @@ def compute_fingerprint(
         landmarks_outside=outside,
         landmark_std_px=std_px,
         landmark_std_rel=std_rel,
+        training_landmarks_rel=training_rel,
         issues=issues,
     )
 

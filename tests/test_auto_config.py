@@ -9,11 +9,17 @@ import torch
 from models.unet_classic import plan_unet_features
 from tests.conftest import gaussian_image, weighted_centroid
 from trainer.auto_rules import (
+    AUTO_AUGMENTATIONS,
+    MAX_AUGMENTED_OUTSIDE,
+    augmented_outside,
     auto_gauss_sigma,
     auto_input_size,
     auto_num_workers,
+    choose_augmentation,
     cpu_batch_size,
+    landmark_spacing,
     search_batch_size,
+    supervised_levels_for_sigma,
 )
 from utils.coordinates import resize_coords, resize_image
 from utils.errors import ConfigError
@@ -142,3 +148,62 @@ def test_batch_search_with_a_fake_memory_limit():
 def test_batch_search_when_one_sample_does_not_fit():
     with pytest.raises(ConfigError, match="even a batch of 1"):
         search_batch_size(fake_probe(900, 10, 1000, []), 1000, cap=32, headroom=0.8)
+
+
+def synthetic_layout(rows: int, columns: int, gap_y: float, gap_x: float | None = None, n=8):
+    """(n, rows * columns, 2) fingerprint-style landmarks (unit-image coordinates, -0.5 ... 0.5:
+    utils/coordinates.resize_coords to a 1 x 1 image): a grid ``gap_x`` by ``gap_y`` of the
+    image apart, centred, the same in every sample."""
+    gap_x = gap_y if gap_x is None else gap_x
+    ys, xs = np.meshgrid(np.arange(rows) * gap_y, np.arange(columns) * gap_x, indexing="ij")
+    grid = np.stack([xs.ravel(), ys.ravel()], axis=-1)
+    return np.repeat((grid - grid.mean(axis=0))[None], n, axis=0)
+
+
+def test_landmark_spacing_in_input_pixels_of_a_tall_input():
+    """Points 0.05 of the image apart: 20 px apart in x and 40 in y of a 800 x 400 input."""
+    column = synthetic_layout(rows=5, columns=1, gap_y=0.05)
+    assert landmark_spacing(column, (800, 400)) == pytest.approx(40.0)
+    row = synthetic_layout(rows=1, columns=5, gap_y=0.05)
+    assert landmark_spacing(row, (800, 400)) == pytest.approx(20.0)
+    missing = column.copy()
+    missing[:, 1] = np.nan  # a missing landmark: its neighbours' nearest is farther
+    assert landmark_spacing(missing, (800, 400)) == pytest.approx(40.0)
+    assert landmark_spacing(column[:, :1], (800, 400)) == math.inf  # one landmark: no cap
+
+
+def test_sigma_is_capped_by_the_spacing_of_many_close_landmarks():
+    """68 landmarks 6 px apart (a spine's corners at 400 x 144) get sigma 2.0 and 3 supervised
+    levels; 19 landmarks 15 px apart (cephalograms) keep the level rule's 4.0 and 4 levels."""
+    many = synthetic_layout(rows=17, columns=4, gap_y=6.0 / 400, gap_x=30.0 / 144)
+    spacing = landmark_spacing(many, (400, 144))
+    assert spacing == pytest.approx(6.0, rel=1e-6)
+    sigma = auto_gauss_sigma((400, 144), 4, spacing)
+    assert sigma == 2.0 and supervised_levels_for_sigma(sigma, 4) == 3
+    few = synthetic_layout(rows=5, columns=4, gap_y=15.0 / 288, gap_x=40.0 / 224)
+    sigma = auto_gauss_sigma((288, 224), 4, landmark_spacing(few, (288, 224)))
+    assert sigma == 4.0 and supervised_levels_for_sigma(sigma, 4) == 4
+    assert auto_gauss_sigma((288, 224), 4) == 4.0  # no layout known: as before
+
+
+def test_supervised_levels_keep_the_coarsest_gaussian_half_a_pixel_wide():
+    for sigma, most, levels in [(4.0, 5, 4), (2.0, 5, 3), (2.5, 5, 3), (1.0, 5, 2), (8.0, 3, 3)]:
+        assert supervised_levels_for_sigma(sigma, most) == levels
+        assert sigma / 2 ** (levels - 1) >= 0.5
+
+
+def test_augmentation_rule_keeps_landmarks_of_tall_images_in_the_frame():
+    """A tall column of landmarks spanning the image leaves it under ±45° rotations; a compact
+    layout does not. The rule measures it on the layout and never picks a flip."""
+    tall = synthetic_layout(rows=9, columns=2, gap_y=0.1, gap_x=0.3)  # 80 % of the height
+    compact = synthetic_layout(rows=3, columns=3, gap_y=0.15)
+    out_tall = {s: augmented_outside(s, tall, (400, 144), samples=60) for s in AUTO_AUGMENTATIONS}
+    out_compact = {
+        s: augmented_outside(s, compact, (288, 224), samples=60) for s in AUTO_AUGMENTATIONS
+    }
+    assert out_tall["AffineComplexNoFlip"] > MAX_AUGMENTED_OUTSIDE
+    assert choose_augmentation(out_tall) == "AffineSimpleNoFlip"
+    assert out_compact["AffineComplexNoFlip"] <= MAX_AUGMENTED_OUTSIDE
+    assert choose_augmentation(out_compact) == "AffineComplexNoFlip"
+    assert all("NoFlip" in scheme for scheme in AUTO_AUGMENTATIONS)
+    assert choose_augmentation(dict.fromkeys(AUTO_AUGMENTATIONS, 0.5)) == AUTO_AUGMENTATIONS[-1]

@@ -156,3 +156,18 @@ def test_windowed_upsampling_decodes_as_the_whole_resized_map():
         torch.testing.assert_close(windowed, expected, atol=1e-3, rtol=0, msg=method)
         decoded = heatmap_to_coords(maps[0], original, "scale_heatmap_first", method, sigma=2.0)
         torch.testing.assert_close(decoded.coords, expected, atol=1e-3, rtol=0, msg=method)
+
+
+def test_windowed_upsampling_of_noise_falls_back_to_the_whole_map(monkeypatch):
+    """Pure noise leaves too many candidate cells: the whole map is resized (the same answer)."""
+    import transforms.upsampled_peaks as peaks
+
+    maps = torch.randn(2, 40, 56, generator=torch.Generator().manual_seed(1))
+    original = (157, 203)
+    full = resize_heatmaps(maps[None], original)
+    expected = decode_heatmaps(full, "dark", 2.0)[0][0]
+    torch.testing.assert_close(decode_upsampled(maps, original, "dark", 2.0), expected)
+    monkeypatch.setattr(peaks, "MAX_CANDIDATE_SHARE", 1.0)  # cell by cell: the same coordinates
+    torch.testing.assert_close(
+        decode_upsampled(maps, original, "dark", 2.0), expected, atol=1e-3, rtol=0
+    )

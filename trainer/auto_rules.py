@@ -9,9 +9,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 
 from models.unet_classic import plan_unet_features
+from transforms.dataloader_transforms import build_augmentation
+from utils.coordinates import coords_inside, resize_coords
 from utils.errors import ConfigError
 
 # Samples x pixels per CPU batch: the hand-set CPU benchmark's 8 images of 256 x 256.
@@ -92,17 +95,96 @@ def auto_input_size(
     return min(candidates, key=lambda size: (candidates[size], -size[0] * size[1]))
 
 
-def auto_gauss_sigma(input_size: Sequence[int], supervised_levels: int) -> float:
-    """Sigma in input pixels of the U-Net's target Gaussians.
+def auto_gauss_sigma(
+    input_size: Sequence[int], supervised_levels: int, spacing: float | None = None
+) -> float:
+    """Sigma in input pixels of the target Gaussians.
 
     Level l of deep supervision draws the same Gaussian at 1/2^l resolution, sigma / 2^l
     (transforms/generate_labels.py). Below ~0.5 px a Gaussian is a single spiky pixel whose
     peak is quantised to 2^l input pixels, so the coarsest supervised level ``L - 1`` needs
     sigma >= 0.5 * 2^(L-1); the finest needs >= 2 px for sub-pixel decoding. A Gaussian wider
-    than 1/16 of the shorter input side would blur neighbouring anatomy together, so that caps
-    it (never below 1 px).
+    than 1/16 of the shorter input side would blur neighbouring anatomy together, and one
+    wider than a third of ``spacing`` (the median distance between a landmark and its nearest
+    neighbour, input pixels: :func:`landmark_spacing`) would cover the next landmark's position
+    (the four corners of a vertebra, 6 px apart at a spine's 400 x 144 input): both cap it
+    (never below 1 px). The cap may leave sigma below the floor of ``supervised_levels``:
+    :func:`supervised_levels_for_sigma` then supervises fewer levels.
     """
-    return float(max(1.0, min(sigma_level_floor(supervised_levels), min(input_size) / 16)))
+    cap = min(input_size) / 16
+    if spacing is not None:  # to a tenth of a pixel, like every other planned sigma
+        cap = min(cap, round(spacing / 3, 1))
+    return float(max(1.0, min(sigma_level_floor(supervised_levels), cap)))
+
+
+def supervised_levels_for_sigma(sigma: float, most: int) -> int:
+    """How many deep-supervision levels (at most ``most``) keep a Gaussian of ``sigma`` input
+    pixels at least 0.5 px wide at the coarsest: 1 + floor(log2(sigma / 0.5))."""
+    return int(max(1, min(most, 1 + math.floor(math.log2(max(sigma, 0.5) / 0.5) + 1e-9))))
+
+
+def landmark_spacing(landmarks_rel: np.ndarray, input_size: Sequence[int]) -> float:
+    """The median distance from a landmark to its nearest other landmark, in pixels of an
+    input of ``input_size`` (H, W).
+
+    Args:
+        landmarks_rel: (N, K, 2) x,y in unit-image coordinates (utils/coordinates.resize_coords
+            to a 1 x 1 image: -0.5 ... 0.5 across each image; missing landmarks NaN), e.g. the
+            fingerprint's ``training_landmarks_rel``.
+    Returns:
+        the median over samples and landmarks; inf with fewer than two landmarks.
+    """
+    points = np.asarray(landmarks_rel, dtype=np.float64).reshape(-1, *np.shape(landmarks_rel)[-2:])
+    if points.size == 0 or points.shape[1] < 2:
+        return math.inf
+    scaled = points * np.array([input_size[1], input_size[0]], dtype=np.float64)
+    distances = np.linalg.norm(scaled[:, :, None] - scaled[:, None], axis=-1)
+    distances[:, np.arange(points.shape[1]), np.arange(points.shape[1])] = np.inf
+    nearest = np.nanmin(np.where(np.isnan(distances), np.inf, distances), axis=-1)
+    nearest = nearest[np.isfinite(nearest)]
+    return float(np.median(nearest)) if nearest.size else math.inf
+
+
+# SAMPLER.DATA_AUG "auto": the schemes tried, strongest first. None flips: a vertical flip
+# turns a spine's T1 into its lowest vertebra and a skull upside down, an image no scanner makes.
+AUTO_AUGMENTATIONS = ("AffineComplexNoFlip", "AffineSimpleNoFlip")
+# The share of augmented training landmarks a scheme may push out of the input.
+MAX_AUGMENTED_OUTSIDE = 0.01
+
+
+def augmented_outside(
+    scheme: str, landmarks_rel: np.ndarray, image_size: Sequence[int], samples: int = 200
+) -> float:
+    """The share of training landmarks that ``scheme`` pushes out of an image of
+    ``image_size`` (H, W), over ``samples`` seeded augmentations of the training shapes
+    (``landmarks_rel`` (N, K, 2) unit-image coordinates as :func:`landmark_spacing` takes them;
+    missing ones NaN)."""
+    shapes = np.asarray(landmarks_rel, dtype=np.float64)
+    if shapes.size == 0:
+        return 0.0
+    height, width = int(image_size[0]), int(image_size[1])
+    augment = build_augmentation(scheme, "albumentations")
+    blank = np.zeros((height, width), np.float32)
+    outside = []
+    for n in range(samples):
+        shape = resize_coords(shapes[n % len(shapes)], (1, 1), (height, width))
+        known = np.isfinite(shape).all(axis=1)
+        _, moved = augment(blank, np.where(known[:, None], shape, 0.0), seed=n)
+        moved = moved[known]
+        inside = coords_inside(np.nan_to_num(moved, nan=-1.0), (height, width))
+        outside.append(1 - inside.mean())
+    return float(np.mean(outside))
+
+
+def choose_augmentation(outside: dict[str, float]) -> str:
+    """The strongest of AUTO_AUGMENTATIONS whose augmentation of the training landmarks pushes
+    at most MAX_AUGMENTED_OUTSIDE of them out of the input (``outside``: scheme -> share), or
+    the weakest: a ±45° rotation of a tall, narrow image (a spine) turns its ends out of the
+    frame, a rotation no patient shows."""
+    for scheme in AUTO_AUGMENTATIONS:
+        if outside[scheme] <= MAX_AUGMENTED_OUTSIDE:
+            return scheme
+    return AUTO_AUGMENTATIONS[-1]
 
 
 def sigma_level_floor(supervised_levels: int) -> float:

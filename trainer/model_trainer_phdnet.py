@@ -75,7 +75,7 @@ class ModelTrainerPHDNet(ModelTrainerBase):
         return 2 ** int(cfg.MODEL.PHDNET.MAXPOOL_FACTOR)
 
     @classmethod
-    def plan_sigma(cls, cfg, median_size, whole_input_size) -> tuple[float, str]:
+    def plan_sigma(cls, cfg, median_size, whole_input_size, landmarks_rel) -> tuple[float, str]:
         return 1.0, "PHD-Net: one patch, the Gaussian the patch-grid targets were designed for"
 
     # ------------------------------------------------------------------ extension points

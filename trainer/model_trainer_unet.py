@@ -8,11 +8,12 @@ from dataclasses import dataclass
 import pandas as pd
 from yacs.config import CfgNode
 
+from config import is_auto
 from losses.loss_index import build_heatmap_loss
 from losses.losses import DeepSupervisionLoss, deep_supervision_weights
 from models.learned_sigmas import NetworkWithLearnedSigmas, SigmaRegularisedLoss
 from models.unet_classic import UNet, plan_unet_features
-from trainer.auto_rules import auto_input_size
+from trainer.auto_rules import auto_input_size, supervised_levels_for_sigma
 from trainer.model_trainer_base import ModelTrainerBase
 from trainer.planning import network_input_key, network_input_size
 from trainer.settings import Settings, key
@@ -22,6 +23,7 @@ from utils.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 SIGMA_LR_SCALE = 20.0  # learned sigmas' learning rate, relative to SOLVER.BASE_LR
+MAX_AUTO_SUPERVISIONS = 5  # SOLVER.NUM_RES_SUPERVISIONS "auto": at most as many as before
 
 
 @dataclass(frozen=True)
@@ -85,12 +87,39 @@ class ModelTrainerUNet(ModelTrainerBase):
         )
 
     @classmethod
+    def decoder_levels(cls, cfg: CfgNode) -> int:
+        """The decoder levels of the U-Net this config builds (each may get a loss)."""
+        unet = cfg.MODEL.UNET
+        settings = UNetSettings(
+            int(unet.MIN_FEATURE_RESOLUTION), int(unet.INIT_FEATURES), int(unet.MAX_FEATURES)
+        )
+        return len(unet_features(settings, network_input_size(cfg), network_input_key(cfg))) - 1
+
+    @classmethod
     def supervised_levels(cls, cfg: CfgNode) -> int:
-        settings = UNetSettings.from_config(cfg)
-        if not settings.deep_supervision:
+        if not cfg.SOLVER.DEEP_SUPERVISION:
             return 1
-        features = unet_features(settings, network_input_size(cfg), network_input_key(cfg))
-        return min(settings.supervised_levels, len(features) - 1)
+        most = min(MAX_AUTO_SUPERVISIONS, cls.decoder_levels(cfg))
+        requested = cfg.SOLVER.NUM_RES_SUPERVISIONS
+        if not is_auto(requested):
+            return min(int(requested), cls.decoder_levels(cfg))
+        if is_auto(cfg.MODEL.GAUSS_SIGMA):
+            return most
+        return supervised_levels_for_sigma(float(cfg.MODEL.GAUSS_SIGMA), most)
+
+    @classmethod
+    def plan_supervised_levels(cls, cfg: CfgNode) -> tuple[int, str]:
+        """Every decoder level (at most MAX_AUTO_SUPERVISIONS) whose target Gaussian stays at
+        least 0.5 px wide: sigma / 2^(L-1) >= 0.5."""
+        if not cfg.SOLVER.DEEP_SUPERVISION:
+            return 1, "SOLVER.DEEP_SUPERVISION False: the finest output alone"
+        levels = cls.supervised_levels(cfg)
+        sigma = float(cfg.MODEL.GAUSS_SIGMA)
+        return levels, (
+            f"of {cls.decoder_levels(cfg)} decoder levels (at most {MAX_AUTO_SUPERVISIONS}), "
+            f"those whose Gaussian of sigma {sigma:g} px stays >= 0.5 px: "
+            f"{sigma / 2 ** (levels - 1):g} px at the coarsest"
+        )
 
     # ------------------------------------------------------------------ extension points
     def initialize_network(self) -> None:

@@ -10,9 +10,15 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from yacs.config import CfgNode
 
-from trainer.auto_rules import auto_gauss_sigma, auto_input_size, sigma_level_floor
+from trainer.auto_rules import (
+    auto_gauss_sigma,
+    auto_input_size,
+    landmark_spacing,
+    sigma_level_floor,
+)
 
 
 def network_input_size(cfg: CfgNode) -> tuple[int, int]:
@@ -55,12 +61,24 @@ class ArchitecturePlanning:
 
     @classmethod
     def supervised_levels(cls, cfg: CfgNode) -> int:
-        """How many outputs of halving resolution get a loss (deep supervision); 1 = one."""
+        """How many outputs of halving resolution get a loss (deep supervision); 1 = one. With
+        SOLVER.NUM_RES_SUPERVISIONS and MODEL.GAUSS_SIGMA both "auto": the most it may get
+        (sigma is planned for them, then :meth:`plan_supervised_levels` fits them to it)."""
         return 1
 
     @classmethod
+    def plan_supervised_levels(cls, cfg: CfgNode) -> tuple[int, str]:
+        """SOLVER.NUM_RES_SUPERVISIONS "auto" (MODEL.GAUSS_SIGMA already a number) and the
+        reason; an architecture without deep supervision does not read it."""
+        return 1, f"{cls.__name__} has no deep supervision: not read"
+
+    @classmethod
     def plan_sigma(
-        cls, cfg: CfgNode, median_size: tuple[float, float], whole_input_size: tuple[int, int]
+        cls,
+        cfg: CfgNode,
+        median_size: tuple[float, float],
+        whole_input_size: tuple[int, int],
+        landmarks_rel: np.ndarray,
     ) -> tuple[float, str]:
         """MODEL.GAUSS_SIGMA "auto" and the reason. Whole images: wide enough for the
         coarsest supervised level (trainer/auto_rules.auto_gauss_sigma). Patches: the width
@@ -72,12 +90,15 @@ class ArchitecturePlanning:
             median_size: (H, W) of the median training image.
             whole_input_size: (H, W) whole-image training would resize to (SAMPLER.INPUT_SIZE
                 "auto"'s choice); used for patches only.
+            landmarks_rel: (N, K, 2) the training landmarks in unit-image coordinates (the
+                fingerprint's ``training_landmarks_rel``): their spacing caps sigma.
         """
         if cfg.SAMPLER.SAMPLE_MODE == "patch_bias":
-            return cls._plan_patch_sigma(cfg, median_size, whole_input_size)
+            return cls._plan_patch_sigma(cfg, median_size, whole_input_size, landmarks_rel)
         levels = cls.supervised_levels(cfg)
         size = network_input_size(cfg)
-        sigma = auto_gauss_sigma(size, levels)
+        spacing = landmark_spacing(landmarks_rel, size)
+        sigma = auto_gauss_sigma(size, levels, spacing)
         median_h, median_w = median_size
         input_h, input_w = size
         reason = (
@@ -85,17 +106,26 @@ class ArchitecturePlanning:
             f"{sigma / 2 ** (levels - 1):g} px at the coarsest; {sigma * median_w / input_w:.1f}"
             f" x {sigma * median_h / input_h:.1f} original px (x, y)"
         )
+        if sigma < sigma_level_floor(levels):
+            reason += (
+                f"; capped by a third of the landmarks' median spacing, {spacing:.1f} input px "
+                "(a wider Gaussian covers the next landmark)"
+            )
         return sigma, reason
 
     @classmethod
     def _plan_patch_sigma(
-        cls, cfg: CfgNode, median_size: tuple[float, float], whole_input_size: tuple[int, int]
+        cls,
+        cfg: CfgNode,
+        median_size: tuple[float, float],
+        whole_input_size: tuple[int, int],
+        landmarks_rel: np.ndarray,
     ) -> tuple[float, str]:
         whole = cfg.clone()
         whole.defrost()
         whole.SAMPLER.SAMPLE_MODE = "full"
         whole.SAMPLER.INPUT_SIZE = list(whole_input_size)
-        whole_sigma, _ = cls.plan_sigma(whole, median_size, whole_input_size)
+        whole_sigma, _ = cls.plan_sigma(whole, median_size, whole_input_size, landmarks_rel)
         median_h, median_w = median_size
         whole_h, whole_w = whole_input_size
         original = whole_sigma * math.sqrt(median_h * median_w / (whole_h * whole_w))

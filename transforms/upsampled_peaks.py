@@ -21,7 +21,12 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
+from utils.coordinates import resize_heatmaps
+
 _A = -0.75  # PyTorch's cubic convolution constant
+# Above this share of an input map's cells as candidates for the maximum, the whole map is
+# upsampled instead: evaluating cells one by one is then slower than F.interpolate.
+MAX_CANDIDATE_SHARE = 0.02
 
 
 def cubic_weights(t: torch.Tensor) -> torch.Tensor:
@@ -117,7 +122,12 @@ def upsampled_peak_windows(
         best, _ = cell_maximum(heatmap, cell, row_points, col_points)
         margin = 1e-5 * max(abs(best), 1e-30)  # the bounds are float32
         candidates = torch.nonzero(bound >= best - margin) - 1  # cells (i, j), from -1
-        _, top_index = cell_maximum(heatmap, candidates, row_points, col_points)
+        if len(candidates) > MAX_CANDIDATE_SHARE * bound.numel():
+            # A flat or noisy map (an untrained network): upsampling all of it is cheaper.
+            full = resize_heatmaps(heatmap[None, None].float(), (out_h, out_w))[0, 0]
+            top_index = int(full.reshape(-1).argmax())
+        else:
+            _, top_index = cell_maximum(heatmap, candidates, row_points, col_points)
         y, x = divmod(top_index, out_w)
         y0, x0 = max(0, y - radius), max(0, x - radius)
         rows = torch.arange(y0, min(out_h, y + radius + 1), device=device)
