@@ -517,7 +517,7 @@ def load_cfg(cfg_file: str | Path | None = None, opts: list[str] | None = None) 
         parsed = _parse_opts(cfg, list(opts))
         for key, value in zip(parsed[0::2], parsed[1::2], strict=True):
             if key in AUTO_KEYS:  # the command line wins over the YAML
-                taken[key] = value
+                taken[key] = CN._decode_cfg_value(value)  # as yacs reads the others ("None")
             else:
                 rest += [key, value]
         _merge(cfg.merge_from_list, rest, source="the command line")

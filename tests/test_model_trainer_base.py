@@ -15,6 +15,9 @@ from utils.checkpoints import load_checkpoint, save_checkpoint
 from utils.devices import resolve_device
 from utils.errors import CheckpointError, ConfigError
 
+# Concrete values for the keys that default to "auto" (main.py resolves them from the data).
+RESOLVED = ("SAMPLER.DATA_AUG", "AffineComplex", "SOLVER.NUM_RES_SUPERVISIONS", "5")
+
 
 def make_trainer(tmp_path, *opts):
     cfg = load_cfg(
@@ -28,6 +31,7 @@ def make_trainer(tmp_path, *opts):
             "4",
             "MODEL.UNET.MAX_FEATURES",
             "8",
+            *RESOLVED,
             *opts,
         ],
     )

@@ -13,6 +13,7 @@ from datasets.dataset_generic import DatasetGeneric
 from losses.losses import PHDNetLoss
 from models.phdnet import PHDNet
 from tests.test_main import DEMO_CFG, tiny_opts
+from tests.test_model_trainer_base import RESOLVED
 from trainer.model_trainer_index import get_trainer_class
 from transforms.candidate_smoothing import candidate_smoothing, splat_votes
 from transforms.decoding import heatmap_argmax
@@ -125,6 +126,7 @@ def test_flip_tta_is_exact_for_displacements(tmp_path):
             "True",
             "OUTPUT.OUTPUT_DIR",
             str(tmp_path),
+            *RESOLVED,
         ],
     )
     trainer = get_trainer_class("PHD-Net").from_config(cfg, DatasetGeneric)
@@ -229,7 +231,8 @@ def test_checkpoint_with_other_target_encoding_is_refused(tmp_path, capsys):
 
 
 def test_outputs_are_averaged_as_displacements_not_logs(tmp_path):
-    cfg = load_cfg(None, ["MODEL.ARCHITECTURE", "PHD-Net", "OUTPUT.OUTPUT_DIR", str(tmp_path)])
+    opts = ["MODEL.ARCHITECTURE", "PHD-Net", "OUTPUT.OUTPUT_DIR", str(tmp_path), *RESOLVED]
+    cfg = load_cfg(None, opts)
     trainer = get_trainer_class("PHD-Net").from_config(cfg, DatasetGeneric)
     trainer.initialize(num_landmarks=1)
     members = [
