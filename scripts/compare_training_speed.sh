@@ -35,7 +35,7 @@ data = json.load(open(sys.argv[1]))
 data.pop("testing", None)
 json.dump(data, open(sys.argv[2], "w"))
 PY
-declare -A speeds=([A]="" [B]="")
+speeds_a=() speeds_b=()
 for ((pair = 1; pair <= pairs; pair++)); do
     for side in A B; do
         checkout=$a
@@ -46,9 +46,9 @@ for ((pair = 1; pair <= pairs; pair++)); do
             OUTPUT.OUTPUT_DIR "$out" >"$out.log" 2>&1)
         speed=$(python -c "import pandas as pd; print(pd.read_csv('$out/metrics.csv')['samples_per_s'].iloc[-1])")
         echo "pair $pair $side ($checkout): $speed samples/s"
-        speeds[$side]+="$speed "
+        if [[ $side == A ]]; then speeds_a+=("$speed"); else speeds_b+=("$speed"); fi
     done
 done
-for side in A B; do
-    python -c "import statistics, sys; print('$side median', statistics.median(map(float, sys.argv[1:])), 'samples/s')" ${speeds[$side]}
-done
+median='import statistics, sys; print(sys.argv[1], "median", statistics.median(map(float, sys.argv[2:])), "samples/s")'
+python -c "$median" A "${speeds_a[@]}"
+python -c "$median" B "${speeds_b[@]}"

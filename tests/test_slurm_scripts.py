@@ -19,6 +19,8 @@ from tests.test_main import DEMO_CFG, REPO, run_main, tiny_opts
 
 SCRIPTS = REPO / "scripts" / "scripts_bess"
 SHELL_SCRIPTS = sorted(SCRIPTS.glob("*.sh"))
+# The benchmark scripts of scripts/ are checked with them.
+ALL_SHELL_SCRIPTS = [*SHELL_SCRIPTS, *sorted((REPO / "scripts").glob("*.sh"))]
 
 
 def load_script(name: str):
@@ -43,7 +45,7 @@ def test_the_scripts_are_all_here():
     } <= names
 
 
-@pytest.mark.parametrize("script", SHELL_SCRIPTS, ids=lambda p: p.name)
+@pytest.mark.parametrize("script", ALL_SHELL_SCRIPTS, ids=lambda p: p.name)
 def test_bash_syntax(script):
     result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -51,7 +53,7 @@ def test_bash_syntax(script):
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
 def test_shellcheck():
-    scripts = [str(p.relative_to(REPO)) for p in SHELL_SCRIPTS]
+    scripts = [str(p.relative_to(REPO)) for p in ALL_SHELL_SCRIPTS]
     result = subprocess.run(
         ["shellcheck", "-x", *scripts], cwd=REPO, capture_output=True, text=True
     )
