@@ -1,6 +1,7 @@
 """Tests of transforms/decoding.py: heatmap maxima to coordinates in the right image's pixels."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import gaussian_image
@@ -171,3 +172,24 @@ def test_windowed_upsampling_of_noise_falls_back_to_the_whole_map(monkeypatch):
     torch.testing.assert_close(
         decode_upsampled(maps, original, "dark", 2.0), expected, atol=1e-3, rtol=0
     )
+
+
+def test_main_predicts_the_same_with_windowed_and_whole_upsampling(
+    tiny_data, tmp_path, monkeypatch
+):
+    """main.py's predictions.csv (scale_heatmap_first) is the same whether the heatmaps are
+    upsampled in windows (the default) or whole (forced by a zero candidate share)."""
+    import main
+    import transforms.upsampled_peaks as peaks
+    from tests.test_main import DEMO_CFG, tiny_opts
+
+    out = tmp_path / "run"
+    assert main.main(["--cfg", DEMO_CFG, *tiny_opts(tiny_data, out)]) == 0
+    windowed = pd.read_csv(out / "results" / "model_best" / "predictions.csv")
+    monkeypatch.setattr(peaks, "MAX_CANDIDATE_SHARE", 0.0)
+    test = ["TRAINER.INFERENCE_ONLY", "True", "MODEL.CHECKPOINT", str(out / "model_best.model")]
+    assert main.main(["--cfg", DEMO_CFG, *tiny_opts(tiny_data, out), *test]) == 0
+    whole = pd.read_csv(out / "results" / "model_best_2" / "predictions.csv")
+    for column in ("pred_x", "pred_y"):
+        np.testing.assert_allclose(windowed[column], whole[column], atol=1e-3, rtol=0)
+    np.testing.assert_array_equal(windowed["uncertainty"], whole["uncertainty"])
