@@ -33,7 +33,7 @@ _C.SAMPLER = CN()
 _C.SAMPLER.DEBUG = False  # save PNGs of a few augmented training samples with their targets
 _C.SAMPLER.INPUT_SIZE = [512, 512]  # [height, width] every image is resized to; "auto": planned
 _C.SAMPLER.MAX_INPUT_PIXELS = 512 * 512  # pixel budget (height * width) of INPUT_SIZE "auto"
-_C.SAMPLER.DATA_AUG = "auto"  # augmentation (transforms/dataloader_transforms.py); "auto": planned
+_C.SAMPLER.DATA_AUG = "AffineComplex"  # augmentation (transforms/dataloader_transforms.py) or "auto"
 _C.SAMPLER.DATA_AUG_PACKAGE = "albumentations"  # "albumentations" or "imgaug" (needs numpy < 2)
 _C.SAMPLER.NUM_WORKERS = 0  # data loader workers; 0 = the main process; "auto": from CPUs
 _C.SAMPLER.SAMPLE_MODE = "full"  # "full" (whole resized image) or "patch_bias" (SAMPLER.PATCH)
@@ -60,7 +60,7 @@ _C.SOLVER.MINI_BATCH_SIZE = 150  # mini-batches per epoch
 _C.SOLVER.DATA_LOADER_BATCH_SIZE = 12  # samples per mini-batch; "auto": measured (CUDA)
 _C.SOLVER.MAX_AUTO_BATCH_SIZE = 32  # largest batch DATA_LOADER_BATCH_SIZE "auto" may choose
 _C.SOLVER.DEEP_SUPERVISION = True  # also supervise the coarser decoder levels
-_C.SOLVER.NUM_RES_SUPERVISIONS = "auto"  # decoder levels (finest first) with a loss; or "auto"
+_C.SOLVER.NUM_RES_SUPERVISIONS = 5  # decoder levels (finest first) with a loss; or "auto"
 _C.SOLVER.AUTO_MIXED_PRECISION = True  # float16 autocast + grad scaler (CUDA only)
 _C.SOLVER.GRAD_CLIP_NORM = 0.0  # clip the gradients' global L2 norm to this before a step; 0 = off
 _C.SOLVER.LOSS_FUNCTION = "mse"  # heatmap loss: a key of losses/loss_index.py ("mse", "awl")

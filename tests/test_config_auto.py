@@ -244,3 +244,25 @@ def test_patch_sigma_keeps_the_whole_image_width_in_original_pixels(tmp_path):
     resized, _ = resolve_auto_config(load_cfg(DEMO_CFG, resized), fingerprint, torch.device("cpu"))
     scale = (4 * whole_h * whole_w / (median_h * median_w)) ** 0.5
     assert abs(resized.MODEL.GAUSS_SIGMA - original * scale) <= 0.05
+
+
+def test_augmentation_and_supervised_levels_are_planned(kites, tmp_path):
+    """DATA_AUG "auto" never flips; NUM_RES_SUPERVISIONS "auto" keeps the coarsest Gaussian at
+    least 0.5 px (sigma 2: three levels), from the YAML or the command line."""
+    opts = [*tiny_opts(kites, tmp_path / "out"), "SAMPLER.DATA_AUG", "auto"]
+    opts += ["SOLVER.NUM_RES_SUPERVISIONS", "auto", "MODEL.GAUSS_SIGMA", "2"]
+    cfg = load_cfg(DEMO_CFG, opts)
+    fingerprint = compute_fingerprint(kites / "demo.json", kites)
+    assert len(fingerprint.training_landmarks_rel) == 6  # the training samples' layout
+    resolved, choices = resolve_auto_config(cfg, fingerprint, torch.device("cpu"))
+    assert resolved.SAMPLER.DATA_AUG in ("AffineComplexNoFlip", "AffineSimpleNoFlip")
+    assert resolved.SOLVER.NUM_RES_SUPERVISIONS == 3  # 2 px, then 1 and 0.5 px at levels 1, 2
+    assert [line.split(" = ")[0] for line in choices] == [
+        "SOLVER.NUM_RES_SUPERVISIONS",
+        "SAMPLER.DATA_AUG",
+    ]
+    assert "no flip" in choices[1] and "out of the 32 x 40 image" in choices[1]
+    explicit = load_cfg(DEMO_CFG, [*tiny_opts(kites, tmp_path / "out"), "SAMPLER.DATA_AUG", "None"])
+    assert explicit.SAMPLER.DATA_AUG is None and explicit.SOLVER.NUM_RES_SUPERVISIONS == 2
+    with pytest.raises(ConfigError, match="SOLVER.NUM_RES_SUPERVISIONS"):
+        load_cfg(None, ["SOLVER.NUM_RES_SUPERVISIONS", "many"])
