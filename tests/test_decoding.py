@@ -1,18 +1,15 @@
 """Tests of transforms/decoding.py: heatmap maxima to coordinates in the right image's pixels."""
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from conftest import gaussian_image
 
 from transforms.decoding import (
-    decode_heatmaps,
-    decode_upsampled,
     heatmap_argmax,
     heatmap_to_coords,
 )
-from utils.coordinates import resize_coords, resize_heatmaps, scale_factors
+from utils.coordinates import resize_coords
 
 INPUT = (32, 48)  # H, W of the model input (heatmap)
 ORIGINAL = (64, 96)  # H, W of the image file
@@ -126,70 +123,3 @@ def test_half_precision_heatmap_decodes():
 def test_unknown_mode_raises():
     with pytest.raises(ValueError, match="evaluation_mode"):
         heatmap_to_coords(heatmap_of([(1.0, 1.0)]), ORIGINAL, "nearest")
-
-
-def test_windowed_upsampling_decodes_as_the_whole_resized_map():
-    """scale_heatmap_first upsamples only windows around candidate maxima: the coordinates equal
-    those of decoding the fully (bicubically) resized heatmaps, for every decoder, with
-    competing peaks, noise, negative values, a peak on the border and a flat map."""
-    generator = torch.Generator().manual_seed(0)
-    size, original = (40, 56), (157, 203)  # non-square, not an integer scale
-    yy, xx = torch.meshgrid(torch.arange(40.0), torch.arange(56.0), indexing="ij")
-
-    def peak(x, y, height, sigma=2.0):
-        return height * torch.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma**2))
-
-    maps = torch.stack(
-        [
-            peak(20.3, 11.7, 1.0),
-            peak(10.0, 30.0, 1.0) + peak(45.0, 8.0, 0.97),  # a close second peak far away
-            peak(30.2, 20.9, 1.0) + 0.05 * torch.randn(size, generator=generator),
-            peak(0.0, 39.0, 1.0) - 0.3,  # on the corner, negative background
-            peak(25.0, 25.0, 1.0, sigma=4.0) * torch.randn(size, generator=generator).abs(),
-            torch.zeros(size),  # flat: the first pixel, as argmax
-        ]
-    )[None]
-    scale = max(scale_factors(size, original))
-    full = resize_heatmaps(maps, original)
-    for method in ("argmax", "quadratic", "dark", "local_soft_argmax"):
-        expected = decode_heatmaps(full, method, 2.0 * scale)[0][0]
-        windowed = decode_upsampled(maps[0], original, method, 2.0 * scale)
-        torch.testing.assert_close(windowed, expected, atol=1e-3, rtol=0, msg=method)
-        decoded = heatmap_to_coords(maps[0], original, "scale_heatmap_first", method, sigma=2.0)
-        torch.testing.assert_close(decoded.coords, expected, atol=1e-3, rtol=0, msg=method)
-
-
-def test_windowed_upsampling_of_noise_falls_back_to_the_whole_map(monkeypatch):
-    """Pure noise leaves too many candidate cells: the whole map is resized (the same answer)."""
-    import transforms.upsampled_peaks as peaks
-
-    maps = torch.randn(2, 40, 56, generator=torch.Generator().manual_seed(1))
-    original = (157, 203)
-    full = resize_heatmaps(maps[None], original)
-    expected = decode_heatmaps(full, "dark", 2.0)[0][0]
-    torch.testing.assert_close(decode_upsampled(maps, original, "dark", 2.0), expected)
-    monkeypatch.setattr(peaks, "MAX_CANDIDATE_SHARE", 1.0)  # cell by cell: the same coordinates
-    torch.testing.assert_close(
-        decode_upsampled(maps, original, "dark", 2.0), expected, atol=1e-3, rtol=0
-    )
-
-
-def test_main_predicts_the_same_with_windowed_and_whole_upsampling(
-    tiny_data, tmp_path, monkeypatch
-):
-    """main.py's predictions.csv (scale_heatmap_first) is the same whether the heatmaps are
-    upsampled in windows (the default) or whole (forced by a zero candidate share)."""
-    import main
-    import transforms.upsampled_peaks as peaks
-    from tests.test_main import DEMO_CFG, tiny_opts
-
-    out = tmp_path / "run"
-    assert main.main(["--cfg", DEMO_CFG, *tiny_opts(tiny_data, out)]) == 0
-    windowed = pd.read_csv(out / "results" / "model_best" / "predictions.csv")
-    monkeypatch.setattr(peaks, "MAX_CANDIDATE_SHARE", 0.0)
-    test = ["TRAINER.INFERENCE_ONLY", "True", "MODEL.CHECKPOINT", str(out / "model_best.model")]
-    assert main.main(["--cfg", DEMO_CFG, *tiny_opts(tiny_data, out), *test]) == 0
-    whole = pd.read_csv(out / "results" / "model_best_2" / "predictions.csv")
-    for column in ("pred_x", "pred_y"):
-        np.testing.assert_allclose(windowed[column], whole[column], atol=1e-3, rtol=0)
-    np.testing.assert_array_equal(windowed["uncertainty"], whole["uncertainty"])

@@ -25,8 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from transforms.upsampled_peaks import upsampled_peak_windows
-from utils.coordinates import resize_coords, scale_factors
+from utils.coordinates import resize_coords, resize_heatmaps, scale_factors
 
 EVALUATION_MODES = ("scale_heatmap_first", "scale_pred_coords", "use_input_size")
 DECODERS = ("argmax", "quadratic", "dark", "local_soft_argmax")
@@ -166,28 +165,6 @@ def decode_heatmaps(
     return coords, peak
 
 
-def decoder_radius(method: str, sigma: float) -> int:
-    """How far from a heatmap's maximum (pixels) ``decode_heatmaps`` reads, at most."""
-    dark = 1 + max(1, math.ceil(3 * max(0.5 * sigma, 0.5)))
-    window = max(2, math.ceil(3 * sigma))  # local_soft_argmax, and the border's Gaussian fit
-    return max(dark, window) + 1
-
-
-def decode_upsampled(
-    heatmaps: torch.Tensor, size: Sequence[int], method: str, sigma: float
-) -> torch.Tensor:
-    """``decode_heatmaps`` of (K, h, w) heatmaps bicubically resized to ``size`` (H, W), with
-    ``sigma`` in pixels of that size: (K, 2) x,y in its pixels. Only the windows that decide
-    each maximum and its sub-pixel step are upsampled (transforms/upsampled_peaks.py); the
-    result equals decoding the whole resized map."""
-    radius = decoder_radius(method, sigma)
-    coords = []
-    for window, (y0, x0) in upsampled_peak_windows(heatmaps, tuple(size), radius):
-        local = decode_heatmaps(window[None, None], method, sigma)[0][0, 0]
-        coords.append(local + torch.tensor([x0, y0], dtype=local.dtype, device=local.device))
-    return torch.stack(coords).to(heatmaps.dtype)
-
-
 @dataclass
 class GaussianFit:
     """Fitted 2D Gaussians: mean (B, K, 2) x,y and covariance (B, K, 2, 2) in heatmap pixels
@@ -325,10 +302,11 @@ def heatmap_to_coords(
         coords, covariance = fit.mean[0], fit.covariance[0]
     else:
         if evaluation_mode == "scale_heatmap_first":
+            maps = resize_heatmaps(maps, original_size)
             sigma = sigma * max(scale_factors(input_size, original_size))
-            coords = decode_upsampled(maps[0], original_size, method, sigma)
-            return DecodedLandmarks(coords, peak[0])
         coords = decode_heatmaps(maps, method, sigma)[0][0]
+        if evaluation_mode == "scale_heatmap_first":
+            return DecodedLandmarks(coords, peak[0])
     if evaluation_mode != "use_input_size":
         coords = resize_coords(coords, input_size, original_size)
         if covariance is not None:
