@@ -172,18 +172,14 @@ def test_landmark_spacing_in_input_pixels_of_a_tall_input():
     assert landmark_spacing(column[:, :1], (800, 400)) == math.inf  # one landmark: no cap
 
 
-def test_sigma_is_capped_by_the_spacing_of_many_close_landmarks():
-    """68 landmarks 6 px apart (a spine's corners at 400 x 144) get sigma 2.0 and 3 supervised
-    levels; 19 landmarks 15 px apart (cephalograms) keep the level rule's 4.0 and 4 levels."""
+def test_spacing_of_many_close_landmarks():
+    """68 landmarks 6 px apart in y (a spine's corners at 400 x 144) against 19 landmarks 15 px
+    apart (cephalograms at 288 x 224): what the sigma plan's reason reports."""
     many = synthetic_layout(rows=17, columns=4, gap_y=6.0 / 400, gap_x=30.0 / 144)
-    spacing = landmark_spacing(many, (400, 144))
-    assert spacing == pytest.approx(6.0, rel=1e-6)
-    sigma = auto_gauss_sigma((400, 144), 4, spacing)
-    assert sigma == 2.0 and supervised_levels_for_sigma(sigma, 4) == 3
+    assert landmark_spacing(many, (400, 144)) == pytest.approx(6.0, rel=1e-6)
     few = synthetic_layout(rows=5, columns=4, gap_y=15.0 / 288, gap_x=40.0 / 224)
-    sigma = auto_gauss_sigma((288, 224), 4, landmark_spacing(few, (288, 224)))
-    assert sigma == 4.0 and supervised_levels_for_sigma(sigma, 4) == 4
-    assert auto_gauss_sigma((288, 224), 4) == 4.0  # no layout known: as before
+    assert landmark_spacing(few, (288, 224)) == pytest.approx(15.0, rel=1e-6)
+    assert auto_gauss_sigma((400, 144), 4) == auto_gauss_sigma((288, 224), 4) == 4.0
 
 
 def test_supervised_levels_keep_the_coarsest_gaussian_half_a_pixel_wide():

@@ -95,26 +95,19 @@ def auto_input_size(
     return min(candidates, key=lambda size: (candidates[size], -size[0] * size[1]))
 
 
-def auto_gauss_sigma(
-    input_size: Sequence[int], supervised_levels: int, spacing: float | None = None
-) -> float:
+def auto_gauss_sigma(input_size: Sequence[int], supervised_levels: int) -> float:
     """Sigma in input pixels of the target Gaussians.
 
     Level l of deep supervision draws the same Gaussian at 1/2^l resolution, sigma / 2^l
     (transforms/generate_labels.py). Below ~0.5 px a Gaussian is a single spiky pixel whose
     peak is quantised to 2^l input pixels, so the coarsest supervised level ``L - 1`` needs
     sigma >= 0.5 * 2^(L-1); the finest needs >= 2 px for sub-pixel decoding. A Gaussian wider
-    than 1/16 of the shorter input side would blur neighbouring anatomy together, and one
-    wider than a third of ``spacing`` (the median distance between a landmark and its nearest
-    neighbour, input pixels: :func:`landmark_spacing`) would cover the next landmark's position
-    (the four corners of a vertebra, 6 px apart at a spine's 400 x 144 input): both cap it
-    (never below 1 px). The cap may leave sigma below the floor of ``supervised_levels``:
-    :func:`supervised_levels_for_sigma` then supervises fewer levels.
+    than 1/16 of the shorter input side would blur neighbouring anatomy together, so that caps
+    it (never below 1 px). Capping it at a third of the landmarks' spacing
+    (:func:`landmark_spacing`) was tried on spine X-rays: 2 px for their 68 corners learned far
+    more slowly than 4 px at the CPU budget (docs/benchmarks.md).
     """
-    cap = min(input_size) / 16
-    if spacing is not None:  # to a tenth of a pixel, like every other planned sigma
-        cap = min(cap, round(spacing / 3, 1))
-    return float(max(1.0, min(sigma_level_floor(supervised_levels), cap)))
+    return float(max(1.0, min(sigma_level_floor(supervised_levels), min(input_size) / 16)))
 
 
 def supervised_levels_for_sigma(sigma: float, most: int) -> int:

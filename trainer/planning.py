@@ -91,14 +91,14 @@ class ArchitecturePlanning:
             whole_input_size: (H, W) whole-image training would resize to (SAMPLER.INPUT_SIZE
                 "auto"'s choice); used for patches only.
             landmarks_rel: (N, K, 2) the training landmarks in unit-image coordinates (the
-                fingerprint's ``training_landmarks_rel``): their spacing caps sigma.
+                fingerprint's ``training_landmarks_rel``): the reason says when neighbouring
+                targets overlap.
         """
         if cfg.SAMPLER.SAMPLE_MODE == "patch_bias":
             return cls._plan_patch_sigma(cfg, median_size, whole_input_size, landmarks_rel)
         levels = cls.supervised_levels(cfg)
         size = network_input_size(cfg)
-        spacing = landmark_spacing(landmarks_rel, size)
-        sigma = auto_gauss_sigma(size, levels, spacing)
+        sigma = auto_gauss_sigma(size, levels)
         median_h, median_w = median_size
         input_h, input_w = size
         reason = (
@@ -106,10 +106,11 @@ class ArchitecturePlanning:
             f"{sigma / 2 ** (levels - 1):g} px at the coarsest; {sigma * median_w / input_w:.1f}"
             f" x {sigma * median_h / input_h:.1f} original px (x, y)"
         )
-        if sigma < sigma_level_floor(levels):
+        spacing = landmark_spacing(landmarks_rel, size)
+        if sigma > spacing / 3:  # measured on spine X-rays: see docs/benchmarks.md
             reason += (
-                f"; capped by a third of the landmarks' median spacing, {spacing:.1f} input px "
-                "(a wider Gaussian covers the next landmark)"
+                f"; wider than a third of the landmarks' median spacing ({spacing:.1f} input "
+                "px): neighbouring targets overlap"
             )
         return sigma, reason
 
