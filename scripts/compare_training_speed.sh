@@ -21,9 +21,10 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 # The run's JSON without its testing list, so that nothing is tested after training.
-json=$(python - "$cfg" "$@" <<'PY'
+repo=$(realpath "$(dirname "$0")/..")
+json=$(python - "$repo" "$cfg" "$@" <<'PY'
 import sys
-sys.path.insert(0, ".")
+sys.path.insert(0, sys.argv.pop(1))
 from config import load_cfg
 cfg = load_cfg(sys.argv[1], sys.argv[2:])
 print(cfg.DATASET.SRC_TARGETS)

@@ -125,8 +125,7 @@ class ModelTrainerUNet(ModelTrainerBase):
     def initialize_network(self) -> None:
         settings: UNetSettings = self.model_settings
         size = self.sampling.network_input_size
-        key_name = "PATCH.SAMPLE_PATCH_SIZE" if self.sampling.patches else "INPUT_SIZE"
-        features = unet_features(settings, size, f"SAMPLER.{key_name}")
+        features = unet_features(settings, size, network_input_key(self.cfg))
         requested = settings.supervised_levels
         num_outputs = min(requested, len(features) - 1)
         if num_outputs < requested:
