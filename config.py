@@ -104,7 +104,7 @@ _C.INFERENCE = CN()
 _C.INFERENCE.EVALUATION_MODE = "scale_heatmap_first"  # or "scale_pred_coords", "use_input_size"
 _C.INFERENCE.DECODING = "dark"  # "argmax" (original), "quadratic", "dark", "local_soft_argmax"
 _C.INFERENCE.FIT_GAUSS = False  # fit a 2D Gaussian at each maximum: its mean and covariance
-_C.INFERENCE.TTA_FLIP = False  # also predict the vertically flipped image and average heatmaps
+_C.INFERENCE.TTA_FLIP = False  # also predict the image flipped as in training and average outputs
 _C.INFERENCE.ENSEMBLE_INFERENCE = False  # predict with INFERENCE.ENSEMBLE_CHECKPOINTS together
 _C.INFERENCE.ENSEMBLE_CHECKPOINTS = []  # checkpoints of the ensemble (same architecture)
 _C.INFERENCE.ENSEMBLE_UNCERTAINTY_KEYS = ["smha", "emha", "ecpv"]  # ensemble uncertainty methods
@@ -144,14 +144,19 @@ _COMET_KEYS = (
 )
 
 # SAMPLER.DATA_AUG: the original's schemes (random affine, then a vertical flip half the time),
-# and each without the flip ("NoFlip"; transforms/dataloader_transforms.py builds them).
+# each without the flip ("NoFlip"), and each with a horizontal flip that swaps the dataset's
+# flip_pairs instead ("HFlip"; transforms/dataloader_transforms.py builds them).
 _ORIGINAL_SCHEMES = (
     "AffineSimple",
     "AffineComplex",
     "AffineComplexElastic",
     "AffineComplexElasticLight",
 )
-AUGMENTATION_SCHEMES = (*_ORIGINAL_SCHEMES, *(f"{name}NoFlip" for name in _ORIGINAL_SCHEMES))
+AUGMENTATION_SCHEMES = (
+    *_ORIGINAL_SCHEMES,
+    *(f"{name}NoFlip" for name in _ORIGINAL_SCHEMES),
+    *(f"{name}HFlip" for name in _ORIGINAL_SCHEMES),
+)
 
 _CHOICES = {
     "SAMPLER.DATA_AUG_PACKAGE": ("albumentations", "imgaug"),

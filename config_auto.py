@@ -100,8 +100,9 @@ def _resolve_sigma(cfg: CfgNode, fingerprint: Fingerprint) -> tuple[float, str]:
 
 
 def _resolve_augmentation(cfg: CfgNode, fingerprint: Fingerprint) -> tuple[str, str]:
-    """The strongest flip-free scheme that keeps the training landmarks in the image
-    (trainer/auto_rules.choose_augmentation), simulated at the size images are read at."""
+    """The strongest scheme without a vertical flip that keeps the training landmarks in the
+    image, simulated at the size images are read at, with a horizontal flip when the dataset
+    declares flip pairs (trainer/auto_rules.choose_augmentation)."""
     full_resolution = full_resolution_patches(
         cfg.SAMPLER.SAMPLE_MODE, cfg.SAMPLER.PATCH.RESOLUTION_TO_SAMPLE_FROM
     )
@@ -109,12 +110,17 @@ def _resolve_augmentation(cfg: CfgNode, fingerprint: Fingerprint) -> tuple[str, 
     size = tuple(int(round(s)) for s in size)
     landmarks = np.asarray(fingerprint.training_landmarks_rel, dtype=np.float64)
     outside = {scheme: augmented_outside(scheme, landmarks, size) for scheme in AUTO_AUGMENTATIONS}
-    scheme = choose_augmentation(outside)
+    pairs = len(fingerprint.flip_pairs)
+    scheme = choose_augmentation(outside, has_flip_pairs=pairs > 0)
     shares = ", ".join(f"{name} {100 * share:.1f} %" for name, share in outside.items())
+    flip = (
+        f"a horizontal flip that swaps the {pairs} declared flip pairs"
+        if pairs
+        else "no flip (none is anatomically possible without left/right pairs)"
+    )
     return scheme, (
-        f"no flip (none is anatomically possible without left/right pairs); landmarks pushed "
-        f"out of the {size[0]} x {size[1]} image: {shares}; the strongest within "
-        f"{100 * MAX_AUGMENTED_OUTSIDE:g} % wins"
+        f"{flip}; landmarks pushed out of the {size[0]} x {size[1]} image: {shares}; the "
+        f"strongest within {100 * MAX_AUGMENTED_OUTSIDE:g} % wins"
     )
 
 

@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from datasets.landmark_info import check_landmark_count, read_landmark_info, select_landmarks
 from datasets.patch_sampling import PatchSampler, crop_patch
 from transforms.dataloader_transforms import Augmentation
 from utils.coordinates import coords_inside, position_channels, resize_coords, resize_image
@@ -76,9 +77,20 @@ def read_dataset_json(path: str | Path) -> dict:
     return data
 
 
+def coordinates_in_file(data: dict) -> int:
+    """Coordinates per sample in a parsed dataset JSON (the first annotated sample's; 0 if
+    none)."""
+    for split in SPLITS:
+        for raw in data.get(split, []):
+            if isinstance(raw, dict) and isinstance(raw.get("coordinates"), list):
+                return len(raw["coordinates"])
+    return 0
+
+
 @dataclass
 class Sample:
-    """One JSON sample. ``coords`` (K, 2): x,y of the selected landmarks in original pixels."""
+    """One JSON sample. ``coords`` (K, 2): x,y of the selected landmarks in original pixels,
+    NaN where a landmark is missing; None when the sample is unannotated (or all missing)."""
 
     id: str
     image_path: Path
@@ -101,6 +113,32 @@ class CheckedFields:
     errors: list[str]  # empty when the sample can be used
 
 
+def _number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def parse_coordinates(raw: Any) -> tuple[np.ndarray | None, str | None]:
+    """A JSON ``coordinates`` list as (K, 2) float64 x,y, a missing landmark (``null`` or
+    ``[null, null]``) as NaN; or (None, the problem)."""
+    if not isinstance(raw, list):
+        return None, "coordinates must be a list of [x, y] pairs"
+    coords = np.full((len(raw), 2), np.nan)
+    for k, point in enumerate(raw):
+        if point is None or (isinstance(point, list) and point == [None, None]):
+            continue
+        if not isinstance(point, list) or len(point) != 2:
+            return None, "coordinates must be a list of [x, y] pairs"
+        if not all(map(_number, point)):
+            if any(isinstance(v, float) and not math.isfinite(v) for v in point):
+                return None, "coordinates contain NaN or infinity"
+            return None, (
+                f"coordinates must be a list of [x, y] numbers, or null for a missing landmark "
+                f"(landmark {k}: {point!r})"
+            )
+        coords[k] = point
+    return coords, None
+
+
 def check_sample_fields(
     raw: dict,
     landmarks: list[int],
@@ -115,14 +153,10 @@ def check_sample_fields(
     coords = count = None
     annotated = raw.get("has_annotation", True)
     if annotated and raw.get("coordinates") is not None:
-        try:
-            all_coords = np.asarray(raw["coordinates"], dtype=np.float64)
-        except (TypeError, ValueError):
-            all_coords = None
-            errors.append("coordinates must be a list of [x, y] numbers")
-        if all_coords is not None and (all_coords.ndim != 2 or all_coords.shape[1] != 2):
-            errors.append("coordinates must be a list of [x, y] pairs")
-        elif all_coords is not None:
+        all_coords, problem = parse_coordinates(raw["coordinates"])
+        if problem:
+            errors.append(problem)
+        else:
             count = len(all_coords)
             bad = [i for i in landmarks if not 0 <= i < count]
             if num_coords is not None and count != num_coords:
@@ -134,9 +168,13 @@ def check_sample_fields(
                 )
             else:
                 coords = all_coords[landmarks] if landmarks else all_coords
-                if not np.isfinite(coords).all():
-                    errors.append("coordinates contain NaN or infinity")
+                if np.isnan(coords).all():  # every landmark missing: as "has_annotation": false
                     coords = None
+                    if not allow_unannotated:
+                        errors.append(
+                            "every landmark is null (no annotation); unannotated samples "
+                            "belong in 'testing'"
+                        )
     elif annotated:
         errors.append('coordinates are null; set "has_annotation": false')
     elif not allow_unannotated:
@@ -209,8 +247,10 @@ class DatasetBase(Dataset):
         normalised per image; with ``with_position`` two more channels, the x and y of each
         pixel in the (resized, augmented) whole image (``utils.coordinates.position_channels``);
       - ``coords`` (K, 2) x,y in pixels of the resized image after augmentation (zeros if
-        unannotated); with a patch sampler still of the whole image, not of the patch;
-      - ``visible`` (K,) float32: 1 where the landmark is annotated and inside ``image``;
+        unannotated, NaN where a landmark is missing); with a patch sampler still of the whole
+        image, not of the patch;
+      - ``visible`` (K,) float32: 1 where the landmark is annotated and inside ``image`` (0
+        where missing);
       - ``patch_corner`` (2,) x,y of ``image``'s top-left pixel in the resized image (0, 0
         without a patch sampler);
       - ``original_size`` (2,) H, W of the image file; ``pixel_size`` (2,) x, y in mm (NaN if
@@ -263,6 +303,15 @@ class DatasetBase(Dataset):
             allow_unannotated=split == "testing",
         )
         self.num_landmarks = self._count_landmarks(data)
+        info = read_landmark_info(data, self.json_path)
+        count = coordinates_in_file(data)
+        problems = check_landmark_count(info, count, self.json_path) if count else []
+        if problems:
+            raise DataError(problems[0])
+        # names (K,) of the served landmarks, or None; flip pairs as positions among them
+        self.landmark_names, self.flip_pairs = select_landmarks(
+            info, self.landmarks, self.json_path
+        )
         self._cache: dict[int, tuple[np.ndarray, tuple[int, int], tuple | None]] = {}
         if cache_data and self.samples:
             for index in tqdm(
@@ -276,19 +325,15 @@ class DatasetBase(Dataset):
         annotated = [s for s in self.samples if s.has_annotation]
         if annotated:
             return len(annotated[0].coords)
-        for split in SPLITS:  # an unannotated test list: count from any annotated sample
-            for raw in data.get(split, []):
-                if isinstance(raw, dict) and raw.get("coordinates"):
-                    return len(raw["coordinates"])
-        return 0
+        return coordinates_in_file(data)  # an unannotated test list: count from any split
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def landmark_coords(self) -> tuple[np.ndarray, np.ndarray]:
         """Every annotated sample's landmarks before augmentation: coords (N, K, 2) x,y in pixels
-        of the images this dataset serves (resized to ``input_size``, if set), and visible
-        (N, K) bool (inside the image)."""
+        of the images this dataset serves (resized to ``input_size``, if set; NaN where
+        missing), and visible (N, K) bool (inside the image; False where missing)."""
         coords, visible = [], []
         for index, sample in enumerate(self.samples):
             if sample.has_annotation:
@@ -317,7 +362,8 @@ class DatasetBase(Dataset):
             raise DataError(f"sample '{sample.id}': {err}") from None
         original_size = loaded.pixels.shape
         pixel_size = sample.pixel_size or loaded.pixel_size or self.default_pixel_size
-        if sample.has_annotation and not coords_inside(sample.coords, original_size).all():
+        known = sample.has_annotation and np.isfinite(sample.coords).all(axis=1)
+        if sample.has_annotation and not coords_inside(sample.coords[known], original_size).all():
             logger.warning(
                 "sample '%s': a landmark lies outside its %dx%d image", sample.id, *original_size
             )

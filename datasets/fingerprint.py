@@ -23,14 +23,23 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from datasets.dataset_base import SPLITS, check_sample_fields, read_dataset_json
+from datasets.dataset_base import (
+    SPLITS,
+    check_sample_fields,
+    coordinates_in_file,
+    read_dataset_json,
+)
+from datasets.landmark_info import check_landmark_count, read_landmark_info, select_landmarks
 from utils.coordinates import coords_inside, resize_coords
 from utils.errors import DataError
 from utils.image_io import read_image
 
 logger = logging.getLogger(__name__)
 
-FINGERPRINT_VERSION = 2  # part of the cache key: bump when the fingerprint's content changes
+FINGERPRINT_VERSION = 3  # part of the cache key: bump when the fingerprint's content changes
+# (3: missing landmarks, landmark names, flip pairs and the checks of pairs and coincidences)
+COINCIDE_PX = 0.5  # two landmarks closer than this (original pixels) coincide
+COINCIDE_SHARE = 0.1  # ... a warning when they do in at least this share of samples (and 2)
 
 
 @dataclass
@@ -44,6 +53,8 @@ class Issue:
     message: str
 
     def __str__(self) -> str:
+        if self.position < 0:  # of the dataset as a whole
+            return f"{self.severity}: {self.message}"
         who = f"sample '{self.sample_id}'" if self.sample_id is not None else f"#{self.position}"
         return f"{self.severity}: {self.split} {who}: {self.message}"
 
@@ -59,7 +70,10 @@ class Fingerprint:
     the image's width and height; ``training_landmarks_rel`` (N, K, 2) each annotated training
     sample's landmarks in unit-image coordinates (utils/coordinates.py's resize to a 1 x 1
     image: -0.5 ... 0.5 across the image), for rules that depend on the layout (landmark
-    spacing, augmentation).
+    spacing, augmentation), NaN where a landmark is missing; ``missing_landmarks``: per split,
+    (K,) how many annotated samples lack each landmark (``null`` coordinates);
+    ``landmark_names`` (K,) or None and ``flip_pairs`` (positions among the K landmarks) as the
+    JSON declares them for the selected landmarks.
     """
 
     json_path: str
@@ -73,6 +87,9 @@ class Fingerprint:
     landmark_std_px: list[list[float]]
     landmark_std_rel: list[list[float]]
     training_landmarks_rel: list[list[list[float]]] = field(default_factory=list)
+    missing_landmarks: dict[str, list[int]] = field(default_factory=dict)
+    landmark_names: list[str] | None = None
+    flip_pairs: list[list[int]] = field(default_factory=list)
     issues: list[Issue] = field(default_factory=list)
 
     @property
@@ -124,7 +141,13 @@ def compute_fingerprint(
     json_path, root = Path(json_path), Path(root)
     landmarks = list(landmarks or [])
     data = read_dataset_json(json_path)
-    issues: list[Issue] = []
+    info = read_landmark_info(data, json_path)
+    names, pairs = select_landmarks(info, landmarks, json_path)  # a half pair: DataError
+    issues: list[Issue] = [
+        Issue("error", "", None, -1, problem)
+        for problem in check_landmark_count(info, coordinates_in_file(data), json_path)
+    ]
+    annotated: list[tuple[str, str, np.ndarray]] = []  # (split, id, (K, 2) original px)
     counts, formats, pixel_sizes = {}, Counter(), Counter()
     sizes, intensity, rel_coords, px_coords, training_rel = [], [], [], [], []
     n_coords, outside = None, 0
@@ -174,7 +197,8 @@ def compute_fingerprint(
                 key = f"{spacing[0]:g} x {spacing[1]:g}" if spacing else "unknown"
                 pixel_sizes[key] += 1
                 if coords is not None:
-                    inside = coords_inside(coords, size)
+                    annotated.append((split, sample_id, coords))
+                    inside = coords_inside(coords, size) | np.isnan(coords).any(axis=1)
                     for index in np.flatnonzero(~inside):
                         outside += 1
                         x, y = coords[index]
@@ -191,8 +215,18 @@ def compute_fingerprint(
             issues += [Issue("warning", split, sample_id, position, m) for m in warnings]
     progress.close()
     num_landmarks = len(landmarks) if landmarks else (n_coords or 0)
-    std_px = np.std(px_coords, axis=0).tolist() if px_coords else []
-    std_rel = np.std(rel_coords, axis=0).tolist() if rel_coords else []
+    std_px = _nan_std(px_coords)
+    std_rel = _nan_std(rel_coords)
+    missing = {
+        split: np.sum(
+            [np.isnan(c).any(axis=1) for s, _, c in annotated if s == split], axis=0, dtype=int
+        ).tolist()
+        if any(s == split for s, _, _ in annotated)
+        else [0] * num_landmarks
+        for split in SPLITS
+    }
+    issues += [Issue("warning", "", None, -1, m) for m in check_pair_sides(annotated, pairs)]
+    issues += [Issue("warning", "", None, -1, m) for m in check_coinciding(annotated)]
     return Fingerprint(
         json_path=str(json_path),
         split_counts=counts,
@@ -205,8 +239,74 @@ def compute_fingerprint(
         landmark_std_px=std_px,
         landmark_std_rel=std_rel,
         training_landmarks_rel=training_rel,
+        missing_landmarks=missing,
+        landmark_names=names,
+        flip_pairs=[list(pair) for pair in pairs],
         issues=issues,
     )
+
+
+def _nan_std(points: list[np.ndarray]) -> list:
+    """(K, 2) standard deviation over samples, missing landmarks left out (NaN if all are)."""
+    if not points:
+        return []
+    stacked = np.asarray(points, dtype=np.float64)
+    known = np.isfinite(stacked)
+    count = known.sum(axis=0)
+    mean = np.where(known, stacked, 0).sum(axis=0) / np.maximum(count, 1)
+    var = (np.where(known, stacked - mean, 0) ** 2).sum(axis=0) / np.maximum(count, 1)
+    return np.where(count > 0, np.sqrt(var), np.nan).tolist()
+
+
+def check_pair_sides(
+    annotated: list[tuple[str, str, np.ndarray]], pairs: list[tuple[int, int]]
+) -> list[str]:
+    """Warnings for flip pairs whose order disagrees with most pairs' in most images.
+
+    A pair [i, j] may name its left member first or second, but all pairs the same way; the
+    convention is the one most pairs follow (i left of j, x_i < x_j, in most images where both
+    are placed). A pair whose i lies on the other side in most images was likely given the
+    wrong way round. ``annotated``: (split, id, (K, 2) x,y) per annotated sample."""
+    if len(pairs) < 2 or not annotated:
+        return []
+    coords = np.stack([c for _, _, c in annotated])  # (N, K, 2)
+    shares = []
+    for i, j in pairs:
+        both = np.isfinite(coords[:, [i, j], 0]).all(axis=1)
+        left = coords[both, i, 0] < coords[both, j, 0]
+        shares.append((float(left.mean()) if both.any() else 0.5, int(both.sum())))
+    first_left = sum(share > 0.5 for share, _ in shares) >= len(pairs) / 2
+    warnings = []
+    for (i, j), (share, count) in zip(pairs, shares, strict=True):
+        wrong = 1 - share if first_left else share
+        if count and wrong > 0.5:
+            warnings.append(
+                f"flip pair [{i}, {j}]: landmark {i} is {'right' if first_left else 'left'} of "
+                f"landmark {j} in {100 * wrong:.0f} % of {count} images, unlike most pairs' "
+                "first landmark; is the pair given the wrong way round?"
+            )
+    return warnings
+
+
+def check_coinciding(annotated: list[tuple[str, str, np.ndarray]]) -> list[str]:
+    """Warnings for two landmarks closer than COINCIDE_PX in at least COINCIDE_SHARE of the
+    samples that place both (and in 2 or more): a copy-paste error in the annotations?"""
+    if not annotated:
+        return []
+    coords = np.stack([c for _, _, c in annotated])  # (N, K, 2)
+    distance = np.linalg.norm(coords[:, :, None] - coords[:, None], axis=-1)  # NaN if missing
+    close = np.nan_to_num(distance, nan=np.inf) < COINCIDE_PX
+    both = np.isfinite(distance)
+    warnings = []
+    for a, b in zip(*np.triu_indices(coords.shape[1], k=1), strict=True):
+        count, placed = int(close[:, a, b].sum()), int(both[:, a, b].sum())
+        if count >= 2 and count >= COINCIDE_SHARE * placed:
+            examples = [annotated[n][1] for n in np.flatnonzero(close[:, a, b])[:3]]
+            warnings.append(
+                f"landmarks {a} and {b} coincide (< {COINCIDE_PX:g} px apart) in {count} of "
+                f"{placed} samples (e.g. {', '.join(map(repr, examples))}): a copy-paste error?"
+            )
+    return warnings
 
 
 def fingerprint_key(
@@ -302,6 +402,21 @@ def format_report(fingerprint: Fingerprint) -> str:
         f"  landmarks: {fingerprint.num_landmarks} per sample, "
         f"{fingerprint.landmarks_outside} outside their image"
     )
+    missing = fingerprint.missing_landmarks
+    if any(sum(counts) for counts in missing.values()):
+        parts = []
+        for split, counts in missing.items():
+            per = ", ".join(f"{k}: {n}" for k, n in enumerate(counts) if n)
+            parts.append(f"{split} {sum(counts)}" + (f" ({per})" if per else ""))
+        lines.append(
+            f"  missing landmarks (null), per split (landmark: samples): {'; '.join(parts)}"
+        )
+    if fingerprint.landmark_names:
+        lines.append(f"  landmark names: {', '.join(fingerprint.landmark_names)}")
+    if fingerprint.flip_pairs:
+        lines.append(
+            f"  flip pairs (left/right, swapped by horizontal flips): {fingerprint.flip_pairs}"
+        )
     if fingerprint.landmark_std_px:
         spread = ", ".join(
             f"{i}: {sx:.1f}/{sy:.1f}" for i, (sx, sy) in enumerate(fingerprint.landmark_std_px)

@@ -90,7 +90,7 @@ def patch_cooccurrence(
 
     Args:
         coords: (N, K, 2) x,y of N images' landmarks, in pixels of the images patches are cut from.
-        visible: (N, K) bool.
+        visible: (N, K) bool (False where a landmark is missing: its coords may be NaN).
         patch_size: (h, w).
     """
     patch_h, patch_w = patch_size
@@ -102,7 +102,8 @@ def patch_cooccurrence(
     )
     both = visible[:, :, None] & visible[:, None, :]
     counts = both.sum(axis=0)
-    return np.where(counts > 0, (inside * both).sum(axis=0) / np.maximum(counts, 1), 0.0)
+    held = np.where(both, inside, 0.0).sum(axis=0)  # a missing landmark's NaN counts nowhere
+    return np.where(counts > 0, held / np.maximum(counts, 1), 0.0)
 
 
 def balanced_landmark_weights(cooccurrence: np.ndarray, iterations: int = 500) -> np.ndarray:

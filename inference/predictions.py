@@ -67,9 +67,11 @@ def prediction_table(
     """One row per sample and landmark: PREDICTION_COLUMNS, the fitted covariance
     (COVARIANCE_COLUMNS) if any, then the dataset's extra sample attributes.
 
-    ``landmark`` is the index into the JSON coordinate list; targets and errors are empty for
-    unannotated samples, ``error_mm`` also where the pixel size is unknown."""
+    ``landmark`` is the index into the JSON coordinate list, followed by ``landmark_name`` when
+    the JSON names its landmarks; targets and errors are empty (NaN) for unannotated samples
+    and missing landmarks, ``error_mm`` also where the pixel size is unknown."""
     landmark_ids = dataset.landmarks or list(range(predictions.coords.shape[1]))
+    names = dataset.landmark_names
     rows = []
     for n, index in enumerate(predictions.index):
         sample = dataset.samples[int(index)]
@@ -87,6 +89,7 @@ def prediction_table(
             row = {
                 "id": sample.id,
                 "landmark": landmark,
+                "landmark_name": names[k] if names else None,
                 "method": method,
                 "pred_x": predictions.coords[n, k, 0],
                 "pred_y": predictions.coords[n, k, 1],
@@ -102,6 +105,8 @@ def prediction_table(
             row.update(sample.attributes)
             rows.append(row)
     columns = list(PREDICTION_COLUMNS)
+    if names:
+        columns.insert(columns.index("landmark") + 1, "landmark_name")
     if predictions.covariance is not None:
         columns += COVARIANCE_COLUMNS
     columns += list(dataset.additional_sample_attribute_keys)

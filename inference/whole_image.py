@@ -18,13 +18,29 @@ import torch
 
 from inference.coarse_to_fine import refine_around_candidates
 from inference.ensemble import average_outputs
-from transforms.generate_labels import LabelGenerator
+from transforms.dataloader_transforms import flip_axis
+from transforms.generate_labels import FLIP_AXES, LabelGenerator
 from transforms.stitching import fully_convolutional
 from utils.coordinates import resize_image
+from utils.errors import ConfigError
 
 # How a whole image is predicted: "resized" (the network was trained on whole images resized
 # to its input), or one of SAMPLER.PATCH.INFERENCE_MODE after patch training.
 WHOLE_IMAGE_MODES = ("resized", "fully_convolutional", "patchify_and_stitch", "coarse_to_fine")
+
+
+def tta_flip_axis(trained_augmentation: str | None) -> str:
+    """The axis INFERENCE.TTA_FLIP flips: the one the model was trained to see flipped
+    (``trained_augmentation``: its SAMPLER.DATA_AUG); a model trained without flips is refused,
+    since a flipped image would be one it never saw (a skull upside down)."""
+    axis = flip_axis(trained_augmentation)
+    if axis is None:
+        raise ConfigError(
+            f"INFERENCE.TTA_FLIP True, but the model was trained without flips (SAMPLER.DATA_AUG "
+            f"{trained_augmentation!r}); set INFERENCE.TTA_FLIP False, or train with a flipping "
+            "scheme (an HFlip one with the dataset's flip_pairs)"
+        )
+    return axis
 
 
 @dataclass
@@ -70,7 +86,10 @@ class WholeImageRunner:
             ``input_multiple``.
         batch_size: windows per forward pass (patch modes).
         input_multiple: the network's total down-sampling; images are padded to it.
-        tta_flip: also predict the vertically flipped image and average (INFERENCE.TTA_FLIP).
+        tta_flip: also predict the flipped image and average (INFERENCE.TTA_FLIP).
+        flip_axis: "vertical" or "horizontal": the flip of TTA (the training flip).
+        flip_pairs: positions of the left/right landmark pairs, swapped back after a
+            horizontal flip.
         position_channels: images carry x, y channels after the image (not flipped by TTA).
         mixed_precision: float16 autocast (CUDA only).
         coarse: the coarse model of ``coarse_to_fine``.
@@ -83,6 +102,8 @@ class WholeImageRunner:
     batch_size: int = 1
     input_multiple: int = 1
     tta_flip: bool = False
+    flip_axis: str = "vertical"
+    flip_pairs: tuple[tuple[int, int], ...] = ()
     position_channels: bool = False
     mixed_precision: bool = False
     coarse: CoarseModel | None = None
@@ -92,6 +113,8 @@ class WholeImageRunner:
             raise ValueError(f"mode must be one of {WHOLE_IMAGE_MODES}, got {self.mode!r}")
         if self.mode == "coarse_to_fine" and self.coarse is None:
             raise ValueError("coarse_to_fine needs a coarse model")
+        if self.flip_axis not in FLIP_AXES:
+            raise ValueError(f"flip_axis must be one of {list(FLIP_AXES)}, got {self.flip_axis!r}")
 
     def autocast(self, device: torch.device) -> AbstractContextManager:
         if self.mixed_precision and device.type == "cuda":
@@ -105,16 +128,19 @@ class WholeImageRunner:
             output = self.whole(network, images)
             if not self.tta_flip:
                 return output
-            flipped = self.label_generator.flip_back(self.whole(network, self.flip_input(images)))
+            flipped = self.label_generator.flip_back(
+                self.whole(network, self.flip_input(images)), self.flip_axis, self.flip_pairs
+            )
         return average_outputs([output, flipped])
 
     def flip_input(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) images flipped upside down for TTA. Position channels are not flipped:
-        they say where each pixel of the flipped image lies, as in training, where they are
-        computed after augmentation."""
+        """(B, C, H, W) images flipped along ``flip_axis`` for TTA. Position channels are not
+        flipped: they say where each pixel of the flipped image lies, as in training, where
+        they are computed after augmentation."""
+        dim = FLIP_AXES[self.flip_axis]
         if not self.position_channels:
-            return images.flip(-2)
-        return torch.cat([images[:, :1].flip(-2), images[:, 1:]], dim=1)
+            return images.flip(dim)
+        return torch.cat([images[:, :1].flip(dim), images[:, 1:]], dim=1)
 
     def whole(self, network: torch.nn.Module, images: torch.Tensor) -> Any:
         """One forward pass per image (or window), no TTA; patch modes take one image at a

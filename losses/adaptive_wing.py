@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from losses.losses import known_targets, masked_mean
+
 
 class AdaptiveWingLoss(nn.Module):
     """Mean Adaptive Wing loss over (B, K, H, W) heatmaps, with the paper's weighted loss map.
@@ -62,6 +64,8 @@ class AdaptiveWingLoss(nn.Module):
         return self.foreground_weight * dilated + 1
 
     def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Mean over the target's finite pixels (a missing landmark's NaN maps left out)."""
+        target, known = known_targets(target)
         prediction = prediction.float() / self.heatmap_scale
-        target = target.float() / self.heatmap_scale
-        return torch.mean(self.pixel_loss(prediction, target) * self.loss_map(target))
+        target = target / self.heatmap_scale
+        return masked_mean(self.pixel_loss(prediction, target) * self.loss_map(target), known)

@@ -8,11 +8,27 @@ import torch
 from torch import nn
 
 
+def masked_mean(values: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` where ``known`` (same shape, bool); 0 if nothing is known."""
+    weights = known.to(values.dtype)
+    return (values * weights).sum() / weights.sum().clamp_min(1)
+
+
+def known_targets(target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(target with NaN replaced by 0, bool mask of its finite pixels): a missing landmark's
+    target maps are NaN (transforms/generate_labels.py) and carry no loss and no gradient."""
+    target = target.float()
+    known = torch.isfinite(target)
+    return torch.where(known, target, torch.zeros_like(target)), known
+
+
 class HeatmapMSELoss(nn.Module):
-    """Mean squared error between predicted and target heatmaps of the same shape."""
+    """Mean squared error between predicted and target heatmaps of the same shape, over the
+    target's finite pixels (a missing landmark's NaN maps are left out of sum and count)."""
 
     def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return torch.mean((prediction.float() - target.float()) ** 2)
+        target, known = known_targets(target)
+        return masked_mean((prediction.float() - target) ** 2, known)
 
 
 def deep_supervision_weights(num_levels: int) -> list[float]:

@@ -91,13 +91,15 @@ def test_invisible_landmark_gives_zero_heatmap():
         assert torch.count_nonzero(level[0, 1]) == 0
 
 
-def test_nan_landmark_gives_zeros_not_nan():
+def test_missing_landmark_has_no_target_at_any_level():
+    """A missing (NaN) landmark's maps are NaN (no target, left out by the losses); the
+    others are untouched."""
     generator = UNetLabelGenerator(sigma=2.0, num_levels=3)
     landmarks, visible = batch([[[float("nan"), float("nan")], [12.0, 6.0]]], [[0.0, 1.0]])
     labels = generator.generate_labels(landmarks, visible, SIZE)
     for level in labels:
-        assert torch.isfinite(level).all()
-        assert torch.count_nonzero(level[0, 0]) == 0
+        assert torch.isnan(level[0, 0]).all()
+        assert torch.isfinite(level[0, 1]).all()
     assert labels[0][0, 1, 6, 12].item() == pytest.approx(100.0)
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from models.unet_classic import plan_unet_features
-from transforms.dataloader_transforms import build_augmentation
+from transforms.dataloader_transforms import H_FLIP, NO_FLIP, build_augmentation
 from utils.coordinates import coords_inside, resize_coords
 from utils.errors import ConfigError
 
@@ -138,8 +138,9 @@ def landmark_spacing(landmarks_rel: np.ndarray, input_size: Sequence[int]) -> fl
     return float(np.median(nearest)) if nearest.size else math.inf
 
 
-# SAMPLER.DATA_AUG "auto": the schemes tried, strongest first. None flips: a vertical flip
-# turns a spine's T1 into its lowest vertebra and a skull upside down, an image no scanner makes.
+# SAMPLER.DATA_AUG "auto": the schemes tried, strongest first. None flips vertically: a vertical
+# flip turns a spine's T1 into its lowest vertebra and a skull upside down, an image no scanner
+# makes; with flip pairs, choose_augmentation adds a horizontal flip that swaps them.
 AUTO_AUGMENTATIONS = ("AffineComplexNoFlip", "AffineSimpleNoFlip")
 # The share of augmented training landmarks a scheme may push out of the input.
 MAX_AUGMENTED_OUTSIDE = 0.01
@@ -169,15 +170,19 @@ def augmented_outside(
     return float(np.mean(outside))
 
 
-def choose_augmentation(outside: dict[str, float]) -> str:
+def choose_augmentation(outside: dict[str, float], has_flip_pairs: bool = False) -> str:
     """The strongest of AUTO_AUGMENTATIONS whose augmentation of the training landmarks pushes
     at most MAX_AUGMENTED_OUTSIDE of them out of the input (``outside``: scheme -> share), or
     the weakest: a ±45° rotation of a tall, narrow image (a spine) turns its ends out of the
-    frame, a rotation no patient shows."""
-    for scheme in AUTO_AUGMENTATIONS:
-        if outside[scheme] <= MAX_AUGMENTED_OUTSIDE:
-            return scheme
-    return AUTO_AUGMENTATIONS[-1]
+    frame, a rotation no patient shows. With ``has_flip_pairs`` (the dataset declares
+    left/right pairs), the same scheme with a horizontal flip that swaps them (``...HFlip``):
+    a mirrored image with its pairs swapped is an anatomically possible one; without pairs no
+    flip is."""
+    chosen = next(
+        (s for s in AUTO_AUGMENTATIONS if outside[s] <= MAX_AUGMENTED_OUTSIDE),
+        AUTO_AUGMENTATIONS[-1],
+    )
+    return chosen.removesuffix(NO_FLIP) + H_FLIP if has_flip_pairs else chosen
 
 
 def sigma_level_floor(supervised_levels: int) -> float:

@@ -59,6 +59,7 @@ class CheckpointMixin:
                 "architecture": self.architecture,
                 "optimizer_name": self.solver.optimizer_name,
                 "landmark_ids": self.landmark_ids,
+                "flip_pairs": [list(pair) for pair in self.flip_pairs],
                 "num_landmarks": self.num_landmarks,
                 "input_channels": self.sampling.input_channels,
                 "epoch": self.epoch,
@@ -84,6 +85,8 @@ class CheckpointMixin:
                 f"{path}: {state['num_landmarks']} landmarks, expected {self.num_landmarks}"
             )
         self.landmark_ids = state.get("landmark_ids")
+        self.flip_pairs = [tuple(pair) for pair in state.get("flip_pairs", [])]  # older: none
+        self.trained_augmentation = yaml.safe_load(state["config"])["SAMPLER"]["DATA_AUG"]
         try:
             self.network.load_state_dict(state["network"])
         except RuntimeError as err:

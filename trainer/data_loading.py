@@ -31,21 +31,25 @@ class DataMixin:
 
     def make_dataset(self, split: str, augment: bool = False) -> DatasetBase:
         """One split of the annotation file at the sampling mode's image size (whole images;
-        the sampling mode cuts training and validation sets into patches)."""
+        the sampling mode cuts training and validation sets into patches); ``augment`` adds
+        SAMPLER.DATA_AUG, whose horizontal flips swap the dataset's flip pairs."""
         data = self.data
-        augmentation = build_augmentation(data.data_aug, data.data_aug_package) if augment else None
-        return self.dataset_class(
+        dataset = self.dataset_class(
             json_path=self.annotation_file(),
             split=split,
             root=data.root,
             input_size=self.sampling.image_size,
             with_position=self.sampling.input_channels == 3,
             landmarks=list(data.landmarks),
-            augmentation=augmentation,
             cache_data=data.cache_data,
             default_pixel_size=data.pixel_size or None,
             max_samples=data.trainset_size if split == "training" else -1,
         )
+        if augment:
+            dataset.augmentation = build_augmentation(
+                data.data_aug, data.data_aug_package, dataset.flip_pairs
+            )
+        return dataset
 
     def evaluation_sets(self) -> tuple[DatasetBase, DatasetBase | None]:
         """The testing list, and the validation list (if any) to calibrate uncertainty on."""

@@ -43,7 +43,7 @@ from datasets.dataset_base import DatasetBase
 from datasets.dataset_generic import DatasetGeneric
 from inference.predictions import target_coords
 from inference.predictor import InferenceModel, ResultsSettings
-from inference.whole_image import CoarseModel, WholeImageRunner
+from inference.whole_image import CoarseModel, WholeImageRunner, tta_flip_axis
 from tracking.base import Tracker
 from trainer import planning
 from trainer.checkpointing import CheckpointMixin
@@ -134,6 +134,8 @@ class ModelTrainerBase(CheckpointMixin, DataMixin, planning.ArchitecturePlanning
         self.loss: torch.nn.Module | None = None
         self.num_landmarks: int | None = None
         self.landmark_ids: list[int] | None = None  # JSON indices of the model's landmarks
+        self.flip_pairs: list[tuple[int, int]] = []  # left/right pairs, positions in landmarks
+        self.trained_augmentation = self.data.data_aug  # a checkpoint's, once loaded
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.sampler_generator = torch.Generator()
         self.epoch = 0  # epochs completed
@@ -158,6 +160,8 @@ class ModelTrainerBase(CheckpointMixin, DataMixin, planning.ArchitecturePlanning
                 "config_auto.prepare_config (main.py does), or use a run's config.yaml"
             )
         cls.check_config(cfg)
+        if cfg.INFERENCE.TTA_FLIP:  # refused now, not after training
+            tta_flip_axis(cfg.SAMPLER.DATA_AUG)
         settings = TrainerSettings.from_config(cfg, cls.model_settings_class)
         return cls(settings, dataset_class, cfg.MODEL.ARCHITECTURE, cfg, **kwargs)
 
@@ -281,6 +285,7 @@ class ModelTrainerBase(CheckpointMixin, DataMixin, planning.ArchitecturePlanning
         if self.network is None:
             self.initialize(train_set.num_landmarks)
         self.check_landmarks(train_set)
+        self.flip_pairs = list(train_set.flip_pairs)
         train_set = self.sampling.training_set(train_set, self.landmark_ids)
         self.train_network = wrap_for_training(self.network, self.device, self.process_group)
         self.train_loader = self.make_loader(train_set, shuffle=True)
@@ -550,6 +555,10 @@ class ModelTrainerBase(CheckpointMixin, DataMixin, planning.ArchitecturePlanning
             batch_size=self.solver.batch_size,
             input_multiple=self.input_multiple,
             tta_flip=self.inference.tta_flip,
+            flip_axis=(
+                tta_flip_axis(self.trained_augmentation) if self.inference.tta_flip else "vertical"
+            ),
+            flip_pairs=tuple(self.flip_pairs),
             position_channels=self.sampling.input_channels == 3,
             mixed_precision=self.use_amp,
             coarse=coarse,

@@ -2,7 +2,12 @@
 
 An augmentation is a callable ``(image (H, W) float32, coords (K, 2) x,y in pixels of that image,
 seed) -> (image, coords)`` that keeps the image size. Landmarks pushed off the image keep their
-(outside) coordinates, or become NaN if a transform drops them; the dataset marks both invisible.
+(outside) coordinates; a missing landmark (NaN) stays NaN; the dataset marks both invisible.
+
+Flips, by the scheme name's suffix: none (the original's names) a vertical flip half the time;
+``NoFlip`` none; ``HFlip`` a horizontal flip half the time that swaps the landmarks of each
+declared left/right pair (``flip_pairs``; without pairs a flip never changes which landmark is
+which, so a mirrored left landmark is still "left").
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import cv2
 import numpy as np
 
 from config import AUGMENTATION_SCHEMES
+from utils.coordinates import flip_coords_horizontal, flip_permutation
 from utils.errors import ConfigError
 
 Augmentation = Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]]
@@ -25,14 +31,37 @@ _ELASTIC = {"AffineComplexElastic": (0.02, 0.05), "AffineComplexElasticLight": (
 
 SCHEMES = AUGMENTATION_SCHEMES  # config.py holds the names, for its early check
 NO_FLIP = "NoFlip"  # scheme-name suffix: the same transforms without the vertical flip
+H_FLIP = "HFlip"  # scheme-name suffix: a horizontal flip (with pair swaps) instead
 
 
-def _scheme_parts(scheme: str) -> tuple[dict, tuple[float, float] | None, bool]:
-    """(affine ranges, elastic (displacement, smoothness) or None, vertical flip) of a scheme."""
-    flip = not scheme.endswith(NO_FLIP)
-    base = scheme.removesuffix(NO_FLIP)
+def flip_axis(scheme: str | None) -> str | None:
+    """ "vertical", "horizontal" or None: the flip a SAMPLER.DATA_AUG scheme trains with."""
+    if scheme in (None, "None", "none", "", "auto") or scheme.endswith(NO_FLIP):
+        return None
+    return "horizontal" if scheme.endswith(H_FLIP) else "vertical"
+
+
+def _scheme_parts(scheme: str) -> tuple[dict, tuple[float, float] | None, str | None]:
+    """(affine ranges, elastic (displacement, smoothness) or None, flip axis) of a scheme."""
+    base = scheme.removesuffix(NO_FLIP).removesuffix(H_FLIP)
     affine = _AFFINE_SIMPLE if base == "AffineSimple" else _AFFINE_COMPLEX
-    return affine, _ELASTIC.get(base), flip
+    return affine, _ELASTIC.get(base), flip_axis(scheme)
+
+
+class HorizontalFlip:
+    """Mirror left-right with probability ``p``: ``x -> W - 1 - x``, and the two landmarks of
+    each pair (positions in ``coords``) swap places, so that "left" stays left."""
+
+    def __init__(self, flip_pairs: list[tuple[int, int]] = (), p: float = 0.5) -> None:
+        self.flip_pairs = [tuple(pair) for pair in flip_pairs]
+        self.p = p
+
+    def __call__(self, image: np.ndarray, coords: np.ndarray, seed: int):
+        if np.random.default_rng([seed, 2]).random() >= self.p:
+            return image, coords
+        order = flip_permutation(len(coords), self.flip_pairs)
+        moved = flip_coords_horizontal(coords, image.shape[-1])[order]
+        return np.ascontiguousarray(image[..., ::-1]), moved
 
 
 class ElasticDeformation:
@@ -93,7 +122,7 @@ class AlbumentationsAugmentation:
     ``y -> H - 1 - y``), the same convention as utils/coordinates.py, so no conversion is needed.
     """
 
-    def __init__(self, scheme: str) -> None:
+    def __init__(self, scheme: str, flip_pairs: list[tuple[int, int]] = ()) -> None:
         import albumentations as A
 
         affine, elastic, flip = _scheme_parts(scheme)
@@ -108,9 +137,10 @@ class AlbumentationsAugmentation:
                 fill=0,
                 p=0.5,
             ),
-            *([A.VerticalFlip(p=0.5)] if flip else []),
+            *([A.VerticalFlip(p=0.5)] if flip == "vertical" else []),
         ]
         self.elastic = ElasticDeformation(*elastic) if elastic else None
+        self.hflip = HorizontalFlip(flip_pairs) if flip == "horizontal" else None
         self.pipeline = A.Compose(
             transforms,
             keypoint_params=A.KeypointParams(
@@ -120,14 +150,21 @@ class AlbumentationsAugmentation:
 
     def __call__(self, image: np.ndarray, coords: np.ndarray, seed: int):
         self.pipeline.set_random_seed(seed)
-        ids = np.arange(len(coords))
-        out = self.pipeline(image=image, keypoints=coords, landmark_ids=ids)
+        known = np.flatnonzero(np.isfinite(coords).all(axis=1))  # missing ones stay NaN
+        out = self.pipeline(image=image, keypoints=coords[known], landmark_ids=known)
         moved = np.full((len(coords), 2), np.nan)
         kept = np.asarray(out["keypoints"], dtype=np.float64).reshape(-1, 2)
         moved[np.asarray(out["landmark_ids"], dtype=int)] = kept
-        if self.elastic is not None:
-            return self.elastic(out["image"], moved, seed + 1)
-        return out["image"], moved
+        return _after_affine(self, out["image"], moved, seed)
+
+
+def _after_affine(augmentation, image: np.ndarray, coords: np.ndarray, seed: int):
+    """The elastic warp and the horizontal flip of a scheme, after its affine part."""
+    if augmentation.elastic is not None:
+        image, coords = augmentation.elastic(image, coords, seed + 1)
+    if augmentation.hflip is not None:
+        image, coords = augmentation.hflip(image, coords, seed)
+    return image, coords
 
 
 class ImgaugAugmentation:
@@ -137,7 +174,7 @@ class ImgaugAugmentation:
     so coordinates are shifted by half a pixel on the way in and out.
     """
 
-    def __init__(self, scheme: str) -> None:
+    def __init__(self, scheme: str, flip_pairs: list[tuple[int, int]] = ()) -> None:
         try:
             import imgaug.augmenters as iaa
         except Exception as err:  # imgaug 0.4 fails on NumPy 2 with AttributeError, not ImportError
@@ -159,28 +196,35 @@ class ImgaugAugmentation:
                     cval=0,
                 ),
             ),
-            *([iaa.Flipud(0.5)] if flip else []),
+            *([iaa.Flipud(0.5)] if flip == "vertical" else []),
         ]
         self.elastic = ElasticDeformation(*elastic) if elastic else None
+        self.hflip = HorizontalFlip(flip_pairs) if flip == "horizontal" else None
         self.pipeline = iaa.Sequential(steps)
 
     def __call__(self, image: np.ndarray, coords: np.ndarray, seed: int):
         from imgaug.augmentables.kps import Keypoint, KeypointsOnImage
 
+        known = np.flatnonzero(np.isfinite(coords).all(axis=1))  # missing ones stay NaN
         points = KeypointsOnImage(
-            [Keypoint(x=x + 0.5, y=y + 0.5) for x, y in coords], shape=image.shape
+            [Keypoint(x=x + 0.5, y=y + 0.5) for x, y in coords[known]], shape=image.shape
         )
         det = self.pipeline.to_deterministic()
         det.seed_(seed)
         image_out, points_out = det(image=image, keypoints=points)
-        moved = np.array([[p.x - 0.5, p.y - 0.5] for p in points_out.keypoints]).reshape(-1, 2)
-        if self.elastic is not None:
-            return self.elastic(image_out, moved, seed + 1)
-        return image_out, moved
+        moved = np.full((len(coords), 2), np.nan)
+        moved[known] = np.array([[p.x - 0.5, p.y - 0.5] for p in points_out.keypoints]).reshape(
+            -1, 2
+        )
+        return _after_affine(self, image_out, moved, seed)
 
 
-def build_augmentation(scheme: str | None, package: str) -> Augmentation | None:
-    """The augmentation for ``SAMPLER.DATA_AUG`` / ``SAMPLER.DATA_AUG_PACKAGE``; None = none."""
+def build_augmentation(
+    scheme: str | None, package: str, flip_pairs: list[tuple[int, int]] = ()
+) -> Augmentation | None:
+    """The augmentation for ``SAMPLER.DATA_AUG`` / ``SAMPLER.DATA_AUG_PACKAGE``; None = none.
+    ``flip_pairs``: positions of the left/right pairs in ``coords``, swapped by ``HFlip``
+    schemes."""
     if scheme in (None, "None", "none", ""):
         return None
     if scheme not in SCHEMES:
@@ -188,7 +232,7 @@ def build_augmentation(scheme: str | None, package: str) -> Augmentation | None:
             f"Unknown SAMPLER.DATA_AUG {scheme!r}; available: {[s for s in SCHEMES if s]} or None"
         )
     if package == "albumentations":
-        return AlbumentationsAugmentation(scheme)
+        return AlbumentationsAugmentation(scheme, flip_pairs)
     if package == "imgaug":
-        return ImgaugAugmentation(scheme)
+        return ImgaugAugmentation(scheme, flip_pairs)
     raise ConfigError(f"Unknown SAMPLER.DATA_AUG_PACKAGE {package!r}; use albumentations or imgaug")

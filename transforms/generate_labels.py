@@ -26,16 +26,28 @@ from config import full_resolution_patches
 from transforms.candidate_smoothing import candidate_smoothing
 from transforms.decoding import HeatmapDecoder
 from transforms.stitching import patchify_and_stitch
-from utils.coordinates import resize_coords
+from utils.coordinates import flip_permutation, resize_coords
 from utils.nested import map_tensors
 from utils.plotting import save_sample_figure
 
 DEFAULT_DECODER = HeatmapDecoder()  # scale_heatmap_first, dark, no Gaussian fit
 
 
-def flip_vertically(output: Any) -> Any:
-    """Every tensor of a (nested list, tuple or dict of) tensor(s) upside down (dim -2)."""
-    return map_tensors(lambda tensor: tensor.flip(-2), output)
+FLIP_AXES = {"vertical": -2, "horizontal": -1}  # the tensor dimension a flip reverses
+
+
+def flip_maps(output: Any, axis: str, flip_pairs: Sequence[Sequence[int]] = ()) -> Any:
+    """Every (B, K, ..., h, w) tensor of a (nested) output flipped along ``axis`` ("vertical"
+    or "horizontal"); a horizontal flip also swaps the landmark channels (dim 1) of each pair."""
+    dim = FLIP_AXES[axis]
+    if axis != "horizontal" or not flip_pairs:
+        return map_tensors(lambda tensor: tensor.flip(dim), output)
+
+    def flip(tensor: torch.Tensor) -> torch.Tensor:
+        order = flip_permutation(tensor.shape[1], flip_pairs)
+        return tensor.flip(dim)[:, order]
+
+    return map_tensors(flip, output)
 
 
 class LabelGenerator(ABC):
@@ -74,6 +86,8 @@ class LabelGenerator(ABC):
             landmarks: (B, K, 2) x,y in pixels of the image the sample was cut from.
             landmarks_in_indicator: (B, K), 1 where the landmark is annotated and inside the
                 model input, 0 elsewhere (its target must then carry no landmark).
+                A missing landmark has NaN ``landmarks`` and 0 here: it must carry no loss
+                (U-Net: its target maps are NaN, which the heatmap losses leave out).
             image_size: (H, W) of the model input.
             x_y_corner_patch: (B, 2) x,y of the input's top-left pixel in that image; None = 0
                 (full-image sampling).
@@ -86,11 +100,15 @@ class LabelGenerator(ABC):
         stitched; :meth:`decode` accepts it. The default, the output itself, suits heatmaps."""
         return output
 
-    def flip_back(self, output: Any) -> Any:
-        """Undo a vertical flip of the input on an output in :meth:`to_average`'s form (flip
-        TTA). The default flips every map upside down, exact in the project's convention
-        (y -> H - 1 - y maps pixel centres onto pixel centres)."""
-        return flip_vertically(output)
+    def flip_back(
+        self, output: Any, axis: str = "vertical", flip_pairs: Sequence[Sequence[int]] = ()
+    ) -> Any:
+        """Undo a flip of the input (``axis`` "vertical" or "horizontal") on an output in
+        :meth:`to_average`'s form (flip TTA). The default flips every map back, exact in the
+        project's convention (y -> H - 1 - y maps pixel centres onto pixel centres), and after
+        a horizontal flip swaps the channels of each left/right pair (positions in the
+        output's landmarks)."""
+        return flip_maps(output, axis, flip_pairs)
 
     def display_maps(self, output: Any) -> torch.Tensor:
         """(B, K, h, w) maps of an output in :meth:`to_average`'s form: what :meth:`decode`
@@ -134,8 +152,10 @@ class LabelGenerator(ABC):
         self, image: np.ndarray, landmarks: np.ndarray, labels: Any, path: Path
     ) -> None:
         """Save a PNG of one sample: ``image`` (H, W), its ``landmarks`` (K, 2) x,y in input
-        pixels, and the maximum over landmarks of ``labels[0]`` (K, H, W) on top."""
-        save_sample_figure(image, landmarks, np.asarray(labels[0]).max(axis=0), path)
+        pixels, and the maximum over landmarks of ``labels[0]`` (K, H, W) on top (a missing
+        landmark's NaN target left out)."""
+        maps = np.nan_to_num(np.asarray(labels[0]), nan=0.0)
+        save_sample_figure(image, landmarks, maps.max(axis=0), path)
 
 
 def gaussian_heatmaps(
@@ -173,7 +193,8 @@ class UNetLabelGenerator(LabelGenerator):
     coarser resolution); heatmaps peak at ``lambda_scale`` on a background of 0. With
     ``learned_sigmas`` (sigma regression), landmark k's sigma is ``learned_sigmas()[k]`` and its
     peak ``lambda_scale * (sigma / sigma_k)^2`` (constant mass; models/learned_sigmas.py), and
-    the targets carry the gradient to the sigmas.
+    the targets carry the gradient to the sigmas. A missing landmark (NaN coordinates) has NaN
+    maps at every level: no target, which the heatmap losses (losses/losses.py) leave out.
     """
 
     def __init__(
@@ -218,7 +239,8 @@ class UNetLabelGenerator(LabelGenerator):
         coords = landmarks.float()
         if x_y_corner_patch is not None:
             coords = coords - x_y_corner_patch[:, None, :].to(coords)
-        coords = torch.nan_to_num(coords, nan=-1e4)  # dropped landmarks; masked below anyway
+        missing = ~torch.isfinite(coords).all(dim=-1)[..., None, None]  # (B, K, 1, 1)
+        coords = torch.nan_to_num(coords, nan=-1e4)  # missing landmarks; masked below anyway
         visible = landmarks_in_indicator.to(coords)[..., None, None]
         sigma, peak = self.sigma, self.lambda_scale
         if self.learned_sigmas is not None:
@@ -230,7 +252,7 @@ class UNetLabelGenerator(LabelGenerator):
             size = (height // 2**level, width // 2**level)
             centres = resize_coords(coords, (height, width), size)
             heatmaps = gaussian_heatmaps(centres, sigma / 2**level, size, peak)
-            labels.append(heatmaps * visible)
+            labels.append((heatmaps * visible).masked_fill(missing, math.nan))
         return labels
 
 
@@ -312,8 +334,9 @@ class PHDNetLabelGenerator(LabelGenerator):
         coords = landmarks.float()
         if x_y_corner_patch is not None:
             coords = coords - x_y_corner_patch[:, None, :].to(coords)
+        known = torch.isfinite(coords).all(dim=-1)
         coords = torch.nan_to_num(coords, nan=-1e4)
-        visible = landmarks_in_indicator.to(coords)
+        visible = landmarks_in_indicator.to(coords) * known  # a missing landmark: no loss
         grid = self.grid_size(image_size)
         in_patches = resize_coords(coords, tuple(int(s) for s in image_size), grid)  # (B, K, 2)
         ys = torch.arange(grid[0], device=coords.device, dtype=coords.dtype)
@@ -366,10 +389,11 @@ class PHDNetLabelGenerator(LabelGenerator):
             )
         return decoded
 
-    def flip_back(self, output):
-        flipped = super().flip_back(output)  # every map upside down
-        if "offset" in flipped:  # and a downward offset becomes an upward one
-            sign = torch.tensor([1.0, -1.0], device=flipped["offset"].device)[:, None, None]
+    def flip_back(self, output, axis="vertical", flip_pairs=()):
+        flipped = super().flip_back(output, axis, flip_pairs)  # every map flipped back
+        if "offset" in flipped:  # and a downward (rightward) offset becomes an upward one
+            sign = [1.0, -1.0] if axis == "vertical" else [-1.0, 1.0]
+            sign = torch.tensor(sign, device=flipped["offset"].device)[:, None, None]
             flipped["offset"] = flipped["offset"] * sign
         return flipped
 

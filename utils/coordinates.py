@@ -7,7 +7,9 @@
 - Resizing an image from ``(H, W)`` to ``(h, w)`` maps ``x' = (x + 0.5) * w / W - 0.5`` (and the
   same for y). This is the centre-aligned mapping of OpenCV's resize and of torch's
   ``interpolate(..., align_corners=False)``, which the image resizes here use.
-- A vertical flip of an image of height H maps ``y' = H - 1 - y``.
+- A vertical flip of an image of height H maps ``y' = H - 1 - y``; a horizontal flip of an
+  image of width W maps ``x' = W - 1 - x`` and swaps the landmarks of each left/right pair.
+- A missing landmark is ``(NaN, NaN)``; it lies on no image.
 """
 
 from __future__ import annotations
@@ -47,6 +49,23 @@ def flip_coords_vertical(coords: ArrayLike, height: int) -> ArrayLike:
     flipped = coords.clone() if isinstance(coords, torch.Tensor) else np.array(coords, dtype=float)
     flipped[..., 1] = height - 1 - flipped[..., 1]
     return flipped
+
+
+def flip_coords_horizontal(coords: ArrayLike, width: int) -> ArrayLike:
+    """``(..., 2)`` x,y coordinates after mirroring an image of ``width`` columns left-right
+    (the landmarks keep their order: :func:`flip_permutation` swaps the pairs)."""
+    flipped = coords.clone() if isinstance(coords, torch.Tensor) else np.array(coords, dtype=float)
+    flipped[..., 0] = width - 1 - flipped[..., 0]
+    return flipped
+
+
+def flip_permutation(num_landmarks: int, pairs: Sequence[Sequence[int]]) -> list[int]:
+    """Landmark order after a horizontal flip: landmark k of the flipped image is landmark
+    ``perm[k]`` of the original (the two members of each pair swap; identity without pairs)."""
+    perm = list(range(num_landmarks))
+    for i, j in pairs:
+        perm[i], perm[j] = int(j), int(i)
+    return perm
 
 
 def coords_inside(coords: ArrayLike, size: Sequence[int]) -> ArrayLike:

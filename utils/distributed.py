@@ -167,8 +167,10 @@ def reduce_validation(
     batch_losses: Sequence[float], errors: Sequence[np.ndarray], device: torch.device
 ) -> tuple[float, float]:
     """Mean batch loss and mean radial error over every rank's validation batches: on one
-    process, ``mean(batch_losses)`` and the mean of all ``errors`` concatenated."""
+    process, ``mean(batch_losses)`` and the mean of all ``errors`` concatenated (NaN errors,
+    of missing landmarks, left out)."""
     flat = np.concatenate([np.ravel(e) for e in errors]) if errors else np.zeros(0)
+    flat = flat[np.isfinite(flat)]
     loss_sum, batches, error_sum, count = sum_over_ranks(
         [float(np.sum(batch_losses)), len(batch_losses), float(np.sum(flat)), flat.size], device
     )

@@ -34,7 +34,9 @@ def summarise_errors(
 ) -> tuple[pd.DataFrame, str]:
     """One row per method and landmark, plus landmark ``all``, over the annotated predictions.
 
-    Columns: method, landmark, n, mre, std, median, sdr_<t> (percent of errors <= t), unit.
+    Columns: method, landmark, (landmark_name, when the predictions have it), n (the scored
+    predictions: missing landmarks and unannotated samples have no error and are not counted),
+    mre, std, median, sdr_<t> (percent of errors <= t), unit.
     Errors are in mm when every annotated prediction has one, else in pixels.
     Returns the table and its unit ('mm' or 'px').
     """
@@ -61,7 +63,11 @@ def summarise_errors(
             rows.append(row)
     columns = ["method", "landmark", "n", "mre", "std", "median"]
     columns += [sdr_column(t) for t in thresholds] + ["unit"]
-    return pd.DataFrame(rows, columns=columns), unit
+    summary = pd.DataFrame(rows, columns=columns)
+    if "landmark_name" in predictions.columns:
+        names = dict(zip(predictions["landmark"], predictions["landmark_name"], strict=True))
+        summary.insert(2, "landmark_name", summary["landmark"].map(names).fillna(""))
+    return summary, unit
 
 
 # The direction of each uncertainty method's ``uncertainty`` column (inference/uncertainty.py).

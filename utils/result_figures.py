@@ -98,7 +98,11 @@ def save_error_boxplot(table: pd.DataFrame, unit: str, path: Path) -> None:
         for box in boxes["boxes"]:
             box.set_facecolor(f"C{m}")
         ax.plot([], [], color=f"C{m}", linewidth=8, label=method)
-    ax.set_xticks(np.arange(len(landmarks)), [str(lm) for lm in landmarks])
+    names = {}
+    if "landmark_name" in annotated.columns:  # the JSON's landmark_names
+        names = dict(zip(annotated["landmark"], annotated["landmark_name"], strict=True))
+    ticks = [f"{lm} {names[lm]}" if lm in names else str(lm) for lm in landmarks]
+    ax.set_xticks(np.arange(len(landmarks)), ticks, rotation=90 if names else 0)
     ax.set_xlabel("landmark")
     ax.set_ylabel(f"radial error ({unit})")
     if len(methods) > 1:

@@ -55,9 +55,11 @@ def format_summary(summary: pd.DataFrame, title: str) -> str:
         f"{title} (errors in {unit}; sdr_t = % within t {unit})",
         overall.to_string(index=False, float_format=lambda v: f"{v:.2f}"),
     ]
-    per_landmark = summary[summary["landmark"] != "all"].pivot(
-        index="landmark", columns="method", values="mre"
-    )
+    rows = summary[summary["landmark"] != "all"]
+    per_landmark = rows.pivot(index="landmark", columns="method", values="mre")
+    if "landmark_name" in rows.columns:  # the JSON's landmark_names
+        names = dict(zip(rows["landmark"], rows["landmark_name"], strict=False))
+        per_landmark.index = [f"{lm} {names[lm]}" for lm in per_landmark.index]
     lines.append("MRE per landmark:")
     lines.append(per_landmark.to_string(float_format=lambda v: f"{v:.2f}"))
     return "\n".join(lines)
