@@ -203,3 +203,14 @@ def test_augmentation_rule_keeps_landmarks_of_tall_images_in_the_frame():
     assert choose_augmentation(out_compact) == "AffineComplexNoFlip"
     assert all("NoFlip" in scheme for scheme in AUTO_AUGMENTATIONS)
     assert choose_augmentation(dict.fromkeys(AUTO_AUGMENTATIONS, 0.5)) == AUTO_AUGMENTATIONS[-1]
+
+
+def test_auto_augmentation_flips_horizontally_only_with_flip_pairs():
+    """A pure function of the fingerprint's numbers: flip pairs add a horizontal flip (with
+    swaps) to the strongest scheme that fits; without them no scheme flips."""
+    fits = {"AffineComplexNoFlip": 0.0, "AffineSimpleNoFlip": 0.0}
+    too_far = {"AffineComplexNoFlip": 0.2, "AffineSimpleNoFlip": 0.0}
+    assert choose_augmentation(fits) == "AffineComplexNoFlip"
+    assert choose_augmentation(fits, has_flip_pairs=True) == "AffineComplexHFlip"
+    assert choose_augmentation(too_far, has_flip_pairs=True) == "AffineSimpleHFlip"
+    assert choose_augmentation(too_far, has_flip_pairs=False) == "AffineSimpleNoFlip"

@@ -176,3 +176,45 @@ def test_noflip_schemes_never_turn_the_image_upside_down(base):
 
     assert upside_down(f"{base}NoFlip") == 0
     assert 8 <= upside_down(base) <= 32
+
+
+@pytest.mark.parametrize("package_scheme", ["AffineSimpleHFlip", "AffineComplexElasticHFlip"])
+def test_hflip_mirrors_and_swaps_exactly_the_pairs(package_scheme):
+    """Over seeds, the HFlip schemes sometimes mirror; then landmark 0 and 2 trade places
+    (their dots follow, as for every scheme) and landmark 1 keeps its identity."""
+    from transforms.dataloader_transforms import HorizontalFlip
+
+    coords = np.array([[12.0, 20.0], [30.0, 24.0], [50.0, 20.0]])
+    image = sum(gaussian_image(SIZE, c) * (k + 1) for k, c in enumerate(coords))
+    flip = HorizontalFlip([(0, 2)])
+    mirrored = 0
+    for seed in range(20):
+        out_image, out = flip(image, coords, seed)
+        if out_image is image:
+            np.testing.assert_array_equal(out, coords)
+            continue
+        mirrored += 1
+        np.testing.assert_array_equal(out_image, image[:, ::-1])
+        # x -> W - 1 - x, then 0 and 2 swap: the new landmark 0 is the old 2, mirrored
+        np.testing.assert_allclose(out, [[13.0, 20.0], [33.0, 24.0], [51.0, 20.0]])
+    assert 0 < mirrored < 20
+    augment = build_augmentation(package_scheme, "albumentations", flip_pairs=[(0, 2)])
+    assert augment.hflip.flip_pairs == [(0, 2)]
+
+
+def test_missing_landmarks_stay_nan_and_known_ones_move():
+    coords = np.array([[20.0, 20.0], [np.nan, np.nan], [40.0, 30.0]])
+    for scheme in ("AffineComplex", "AffineComplexElasticHFlip"):
+        augment = build_augmentation(scheme, "albumentations", flip_pairs=[(0, 2)])
+        for seed in range(4):
+            _, out = augment(np.zeros(SIZE, np.float32), coords, seed)
+            assert np.isnan(out[1]).all() and np.isfinite(out[[0, 2]]).all()
+
+
+def test_flip_axis_of_each_scheme():
+    from transforms.dataloader_transforms import flip_axis
+
+    assert flip_axis("AffineComplex") == "vertical"
+    assert flip_axis("AffineComplexNoFlip") is None
+    assert flip_axis("AffineSimpleHFlip") == "horizontal"
+    assert flip_axis(None) is None

@@ -407,3 +407,68 @@ def test_negative_landmark_index_out_of_range(hand_dataset):
     json_path, root = hand_dataset
     with pytest.raises(DataError, match="DATASET.LANDMARKS"):
         make(json_path, root, landmarks=[-4])
+
+
+# --- missing landmarks, names and flip pairs --------------------------------------------------
+
+
+def test_null_landmarks_are_missing_nan_and_invisible(hand_dataset):
+    def edit(data):
+        data["training"][0]["coordinates"][1] = None
+        data["training"][1]["coordinates"][2] = [None, None]
+
+    dataset = make(edited(hand_dataset, edit), hand_dataset[1])
+    assert np.isnan(dataset.samples[0].coords[1]).all()
+    item = dataset[0]
+    assert torch.isnan(item["coords"][1]).all() and item["visible"].tolist() == [1.0, 0.0, 1.0]
+    coords, visible = dataset.landmark_coords()
+    assert visible.tolist() == [[True, False, True], [True, True, False], [True, True, True]]
+    assert np.isnan(coords[1, 2]).all()
+
+
+@pytest.mark.parametrize("point", [[None, 2.0], [1.0], "x"])
+def test_half_null_or_malformed_point_names_the_sample(hand_dataset, point):
+    def edit(data):
+        data["training"][1]["coordinates"][0] = point
+
+    with pytest.raises(DataError, match="sample 'b': coordinates must be a list of"):
+        make(edited(hand_dataset, edit), hand_dataset[1])
+
+
+def test_all_landmarks_null_is_unannotated(hand_dataset):
+    def edit(data):
+        data["testing"][0]["coordinates"] = [None, None, None]
+        data["training"][0]["coordinates"] = [None, [None, None], None]
+
+    path = edited(hand_dataset, edit)
+    assert not make(path, hand_dataset[1], "testing").samples[0].has_annotation
+    with pytest.raises(DataError, match="sample 'a': every landmark is null"):
+        make(path, hand_dataset[1])
+
+    # a selection whose landmarks are all missing in a test sample: unannotated for that model
+    def edit_one(data):
+        data["testing"][0]["coordinates"][1] = None
+
+    selected = make(edited(hand_dataset, edit_one), hand_dataset[1], "testing", landmarks=[1])
+    assert not selected.samples[0].has_annotation
+
+
+def test_names_and_flip_pairs_follow_the_selection(hand_dataset):
+    def edit(data):
+        data["landmark_names"] = ["left", "middle", "right"]
+        data["flip_pairs"] = [[0, 2]]
+
+    path = edited(hand_dataset, edit)
+    dataset = make(path, hand_dataset[1])
+    assert dataset.landmark_names == ["left", "middle", "right"] and dataset.flip_pairs == [(0, 2)]
+    selected = make(path, hand_dataset[1], landmarks=[2, 0])
+    assert selected.landmark_names == ["right", "left"] and selected.flip_pairs == [(1, 0)]
+    assert make(path, hand_dataset[1], landmarks=[1]).flip_pairs == []
+    with pytest.raises(DataError, match="selects landmark 0 but not 2, its flip pair"):
+        make(path, hand_dataset[1], landmarks=[0, 1])
+
+    def too_few(data):
+        data["landmark_names"] = ["left", "right"]
+
+    with pytest.raises(DataError, match="'landmark_names' has 2 names for 3 coordinates"):
+        make(edited(hand_dataset, too_few), hand_dataset[1])

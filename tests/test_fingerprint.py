@@ -136,3 +136,62 @@ def test_damaged_cache_file_is_recomputed(hand_dataset, tmp_path):
     (cache_file,) = cache.glob("fingerprint_*.json")
     cache_file.write_text("{ not json")
     assert cached_fingerprint(json_path, root, cache) == first
+
+
+def test_missing_landmarks_are_counted_per_split_and_landmark(hand_dataset):
+    json_path, root = hand_dataset
+
+    def mutate(data):
+        data["training"][0]["coordinates"][1] = None
+        data["training"][1]["coordinates"][1] = [None, None]
+        data["testing"][0]["coordinates"][2] = None
+
+    plant(json_path, mutate)
+    fp = compute_fingerprint(json_path, root)
+    assert fp.errors == [] and fp.landmarks_outside == 0
+    assert fp.missing_landmarks == {
+        "training": [0, 2, 0],
+        "validation": [0, 0, 0],
+        "testing": [0, 0, 1],
+    }
+    report = format_report(fp)
+    assert "missing landmarks (null), per split (landmark: samples): training 2 (1: 2)" in report
+    assert "testing 1 (2: 1)" in report
+    # the spread leaves the missing points out: landmark 1 placed by c twice (training, validation)
+    # and t1
+    known = np.array([HAND_COORDS[i][1] for i in ("c", "c", "t1")])
+    np.testing.assert_allclose(fp.landmark_std_px[1], known.std(axis=0))
+    assert np.isnan(fp.training_landmarks_rel[0][1]).all()
+
+
+def test_pair_given_the_wrong_way_round_and_coinciding_landmarks_warn(hand_dataset):
+    json_path, root = hand_dataset
+    four = {  # landmark 0 left of 1 everywhere, 3 left of 2: the pair [2, 3] is reversed
+        "a": [[5, 6], [30, 6], [30, 20], [5, 20]],
+        "b": [[6, 5], [31, 5], [33, 21], [4, 21]],
+        "c": [[4, 7], [29, 7], [31, 22], [6, 22]],
+        "t1": [[5, 5], [28, 5], [28, 5], [3, 19]],
+    }
+
+    def mutate(data):
+        data["flip_pairs"] = [[0, 1], [2, 3]]
+        data["landmark_names"] = ["L top", "R top", "R bottom", "L bottom"]
+        for split in ("training", "validation", "testing"):
+            for sample in data[split]:
+                if sample.get("coordinates"):
+                    sample["coordinates"] = four[sample["id"]]
+        data["training"][0]["coordinates"][2] = four["a"][1]  # a: 1 and 2 coincide too
+
+    plant(json_path, mutate)
+    fp = compute_fingerprint(json_path, root)
+    assert fp.flip_pairs == [[0, 1], [2, 3]] and fp.landmark_names[0] == "L top"
+    warnings = [str(w) for w in fp.warnings]
+    assert any(
+        "flip pair [2, 3]: landmark 2 is right of landmark 3 in 100 % of 5" in w for w in warnings
+    )
+    assert not any("flip pair [0, 1]" in w for w in warnings)
+    assert any(
+        "landmarks 1 and 2 coincide (< 0.5 px apart) in 2 of 5 samples" in w for w in warnings
+    )
+    with pytest.raises(DataError, match="selects landmark 0 but not 1"):
+        compute_fingerprint(json_path, root, landmarks=[0, 2, 3])

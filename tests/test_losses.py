@@ -54,3 +54,59 @@ def test_mismatched_level_count_raises(n_outputs, n_targets):
     targets = [torch.zeros(1, 1, 2, 2)] * n_targets
     with pytest.raises(ValueError, match="expected 3 levels"):
         loss(outputs, targets)
+
+
+def _masked_batch():
+    """Outputs and targets of 3 landmarks, landmark 1 missing (NaN target), and the same
+    batch with landmark 1 dropped."""
+    generator = torch.Generator().manual_seed(0)
+    outputs = [torch.randn(2, 3, 8, 12, generator=generator, requires_grad=True)]
+    targets = [torch.rand(2, 3, 8, 12, generator=generator)]
+    targets[0][:, 1] = float("nan")
+    return outputs, targets
+
+
+@pytest.mark.parametrize("name", ["mse", "awl"])
+def test_masked_landmark_carries_no_loss_and_no_gradient(name):
+    """Garbage in a missing landmark's output changes nothing; the loss equals the loss of
+    the batch with that landmark dropped, and its output gets no gradient."""
+    from losses.loss_index import build_heatmap_loss
+
+    loss = DeepSupervisionLoss(build_heatmap_loss(name, 1.0), [1.0])
+    outputs, targets = _masked_batch()
+    value = loss(outputs, targets)
+    value.backward()
+    assert torch.isfinite(value)
+    assert torch.count_nonzero(outputs[0].grad[:, 1]) == 0
+    assert torch.count_nonzero(outputs[0].grad[:, [0, 2]]) > 0
+    garbage = [outputs[0].detach().clone()]
+    garbage[0][:, 1] = 1e6
+    keep = [0, 2]
+    dropped = loss([outputs[0].detach()[:, keep]], [targets[0][:, keep]])
+    assert loss(garbage, targets).item() == pytest.approx(value.item(), rel=1e-6)
+    assert dropped.item() == pytest.approx(value.item(), rel=1e-6)
+
+
+def test_phdnet_loss_ignores_missing_landmarks():
+    from losses.losses import PHDNetLoss
+    from transforms.generate_labels import PHDNetLabelGenerator
+
+    codec = PHDNetLabelGenerator(patch_size=4, sigma=1.0)
+    coords = torch.tensor([[[5.0, 6.0], [float("nan"), float("nan")], [20.0, 9.0]]])
+    targets = codec.generate_labels(coords, torch.tensor([[1.0, 0.0, 1.0]]), (16, 24))
+    assert targets["visible"].tolist() == [[1.0, 0.0, 1.0]]
+    generator = torch.Generator().manual_seed(1)
+    outputs = {
+        "heatmap": torch.randn(1, 3, 4, 6, generator=generator, requires_grad=True),
+        "displacement": torch.randn(1, 3, 2, 4, 6, generator=generator, requires_grad=True),
+    }
+    loss = PHDNetLoss()(outputs, targets)
+    loss.backward()
+    assert torch.count_nonzero(outputs["heatmap"].grad[:, 1]) == 0
+    assert torch.count_nonzero(outputs["displacement"].grad[:, 1]) == 0
+    keep = [0, 2]
+    dropped = PHDNetLoss()(
+        {key: value.detach()[:, keep] for key, value in outputs.items()},
+        codec.generate_labels(coords[:, keep], torch.ones(1, 2), (16, 24)),
+    )
+    assert dropped.item() == pytest.approx(loss.item(), rel=1e-6)

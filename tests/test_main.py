@@ -542,3 +542,52 @@ def test_coarse_to_fine_uses_a_full_image_model(tiny_data, tmp_path, capsys):
     assert code == 0, err
     predictions = pd.read_csv(fine / "results" / "model_best_2" / "predictions.csv")
     assert np.isfinite(predictions["pred_x"]).all() and len(predictions) > 0
+
+
+def test_missing_landmarks_pairs_and_names_train_and_are_reported(tmp_path, capsys):
+    """30 % of the training coordinates null, a test landmark missing, a left/right pair and
+    names: --check-data counts the missing ones, training and horizontal-flip TTA run, and the
+    results leave the missing target empty, counting only scored landmarks in ``n``."""
+    data = tmp_path / "kites"
+    json_path = make_synthetic_dataset(
+        data, counts=(6, 2, 3), size_range=((40, 44), (50, 54)), unannotated_test=1
+    )
+    content = json.loads(json_path.read_text())
+    rng = np.random.default_rng(0)
+    training = content["training"]
+    holes = rng.choice(len(training) * 4, size=int(0.3 * len(training) * 4), replace=False)
+    for hole in holes:  # never all four of a sample: 7 holes in 24 points
+        training[hole // 4]["coordinates"][hole % 4] = None
+    test_sample = content["testing"][0]
+    test_sample["coordinates"][2] = [None, None]
+    content["landmark_names"] = ["top", "right", "bottom", "left"]
+    content["flip_pairs"] = [[1, 3]]
+    json_path.write_text(json.dumps(content))
+    out = tmp_path / "out"
+    opts = [*tiny_opts(data, out), "SAMPLER.DATA_AUG", "AffineComplexHFlip"]
+    code = main.main(["--cfg", DEMO_CFG, *opts, "--check-data"])
+    report = capsys.readouterr().out
+    assert code == 0
+    assert (
+        f"missing landmarks (null), per split (landmark: samples): training {len(holes)}" in report
+    )
+    assert "testing 1 (2: 1)" in report and "flip pairs (left/right" in report
+    assert run_main(["--cfg", DEMO_CFG, *opts, "INFERENCE.TTA_FLIP", "True"], capsys)[0] == 0
+    assert pd.read_csv(out / "metrics.csv")["val_mre_px"].notna().all()
+    state = torch.load(out / "model_latest.model", weights_only=True)
+    assert state["flip_pairs"] == [[1, 3]]
+    folder = out / "results" / "model_best"
+    table = pd.read_csv(folder / "predictions.csv", dtype={"id": str})
+    assert list(table.columns[:3]) == ["id", "landmark", "landmark_name"]
+    missing = table[(table["id"] == test_sample["id"]) & (table["landmark"] == 2)].iloc[0]
+    assert missing["landmark_name"] == "bottom" and np.isfinite(missing["pred_x"])
+    assert np.isnan(missing[["target_x", "target_y", "error_px"]].astype(float)).all()
+    summary = pd.read_csv(folder / "summary.csv")
+    annotated_tests = 2  # the last of 3 is unannotated
+    n = dict(zip(summary["landmark"].astype(str), summary["n"], strict=True))
+    assert n["2"] == annotated_tests - 1 and n["0"] == annotated_tests
+    assert n["all"] == 4 * annotated_tests - 1
+    row = summary[summary["landmark"].astype(str) == "2"].iloc[0]
+    assert row["landmark_name"] == "bottom"
+    scored = table[(table["landmark"] == 2) & table["error_px"].notna()]["error_px"]
+    assert row["mre"] == pytest.approx(scored.mean())

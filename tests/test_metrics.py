@@ -136,3 +136,26 @@ def test_summary_nothing_annotated_is_empty():
     assert summary.empty
     assert unit == "px"
     assert "sdr_4" in summary.columns
+
+
+def test_summary_counts_only_scored_landmarks():
+    """Missing landmarks (NaN error) are not scored: n, MRE and SDR by hand; names follow."""
+    table = pd.DataFrame(
+        {
+            "id": ["a", "a", "b", "b", "c", "c"],
+            "landmark": [0, 1, 0, 1, 0, 1],
+            "landmark_name": ["sella", "nasion"] * 3,
+            "method": "smha",
+            "error_px": [1.0, np.nan, 3.0, 4.0, 5.0, np.nan],
+            "error_mm": np.nan,
+        }
+    )
+    summary, unit = summarise_errors(table, [3.0])
+    assert unit == "px"
+    rows = {str(r["landmark"]): r for _, r in summary.iterrows()}
+    assert rows["0"]["n"] == 3 and rows["0"]["mre"] == pytest.approx(3.0)
+    assert rows["1"]["n"] == 1 and rows["1"]["mre"] == pytest.approx(4.0)
+    assert rows["all"]["n"] == 4 and rows["all"]["mre"] == pytest.approx(13 / 4)
+    assert rows["all"]["sdr_3"] == pytest.approx(50.0)
+    assert list(summary.columns[:4]) == ["method", "landmark", "landmark_name", "n"]
+    assert rows["1"]["landmark_name"] == "nasion" and rows["all"]["landmark_name"] == ""

@@ -209,3 +209,27 @@ def test_checkpoint_input_channels_must_match(tmp_path):
     with_position = make_trainer(tmp_path / "position", *PATCH_OPTS)
     with pytest.raises(CheckpointError, match="1 input channel.*gives 3.*POSITION_CHANNELS"):
         with_position.load_checkpoint(path, resume_training=False)
+
+
+def test_flip_tta_is_refused_for_a_model_trained_without_flips(tmp_path):
+    with pytest.raises(ConfigError, match="trained without flips"):
+        make_trainer(
+            tmp_path, "SAMPLER.DATA_AUG", "AffineComplexNoFlip", "INFERENCE.TTA_FLIP", "True"
+        )
+
+
+def test_horizontal_flip_tta_is_equivariant_with_swapped_pairs(tmp_path):
+    """A model trained with a horizontal flip: TTA mirrors left-right and swaps the pair back,
+    so a mirrored image gives the mirrored heatmaps with the pair's channels swapped."""
+    trainer = make_trainer(
+        tmp_path, "SAMPLER.DATA_AUG", "AffineComplexHFlip", "INFERENCE.TTA_FLIP", "True"
+    )
+    trainer.flip_pairs = [(0, 2)]
+    assert trainer.whole_image_runner().flip_axis == "horizontal"
+    trainer.network.eval()
+    image = torch.randn(1, 1, 32, 48, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        direct = trainer.inference_forward(image)
+        mirrored = trainer.inference_forward(image.flip(-1))
+    for a, b in zip(direct, mirrored, strict=True):
+        torch.testing.assert_close(a, b.flip(-1)[:, [2, 1, 0]], atol=1e-5, rtol=0)

@@ -189,3 +189,13 @@ def test_sampler_chooses_landmarks_by_weight():
         corner = sampler.corner(coords, np.array([False, True, True]), (600, 600), rng)
         counts += coords_inside(coords - corner, (20, 20))
     np.testing.assert_allclose(counts / counts.sum(), [0.0, 0.75, 0.25], atol=0.04)
+
+
+def test_cooccurrence_ignores_missing_landmarks():
+    from datasets.patch_sampling import patch_cooccurrence
+
+    coords = np.array([[[10.0, 10.0], [np.nan, np.nan], [14.0, 10.0]]])
+    visible = np.array([[True, False, True]])
+    matrix = patch_cooccurrence(coords, visible, (8, 8))
+    assert np.isfinite(matrix).all()
+    assert matrix[0, 1] == 0 and matrix[0, 2] == pytest.approx(0.5)
