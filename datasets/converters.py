@@ -818,9 +818,3 @@ def log_summary(dataset: ConvertedDataset, outputs: dict[Path, dict[str, Any]]) 
         missing,
         sizes,
     )
-    if missing:
-        logger.warning(
-            "%d annotated images have missing (null) points; the dataset reader "
-            "(datasets/dataset_base.py) refuses null coordinates",
-            sum(s.num_missing > 0 for s in annotated),
-        )
