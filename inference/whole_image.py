@@ -29,18 +29,19 @@ from utils.errors import ConfigError
 WHOLE_IMAGE_MODES = ("resized", "fully_convolutional", "patchify_and_stitch", "coarse_to_fine")
 
 
-def tta_flip_axis(trained_augmentation: str | None) -> str:
-    """The axis INFERENCE.TTA_FLIP flips: the one the model was trained to see flipped
-    (``trained_augmentation``: its SAMPLER.DATA_AUG); a model trained without flips is refused,
-    since a flipped image would be one it never saw (a skull upside down)."""
+def tta_flip_axis(tta_flip: bool, trained_augmentation: str | None) -> str:
+    """The axis INFERENCE.TTA_FLIP (``tta_flip``) flips: the one the model was trained to see
+    flipped (``trained_augmentation``: its SAMPLER.DATA_AUG); "vertical" (unused) without TTA.
+    TTA for a model trained without flips is refused, since a flipped image would be one it
+    never saw (a skull upside down)."""
     axis = flip_axis(trained_augmentation)
-    if axis is None:
+    if tta_flip and axis is None:
         raise ConfigError(
             f"INFERENCE.TTA_FLIP True, but the model was trained without flips (SAMPLER.DATA_AUG "
             f"{trained_augmentation!r}); set INFERENCE.TTA_FLIP False, or train with a flipping "
             "scheme (an HFlip one with the dataset's flip_pairs)"
         )
-    return axis
+    return axis or "vertical"
 
 
 @dataclass

@@ -134,8 +134,8 @@ class ModelTrainerBase(CheckpointMixin, DataMixin, planning.ArchitecturePlanning
         self.loss: torch.nn.Module | None = None
         self.num_landmarks: int | None = None
         self.landmark_ids: list[int] | None = None  # JSON indices of the model's landmarks
-        self.flip_pairs: list[tuple[int, int]] = []  # left/right pairs, positions in landmarks
-        self.trained_augmentation = self.data.data_aug  # a checkpoint's, once loaded
+        self.flip_pairs: list[tuple[int, int]] = []  # left/right pairs (positions), and
+        self.trained_augmentation = self.data.data_aug  # the scheme (a loaded checkpoint's)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.sampler_generator = torch.Generator()
         self.epoch = 0  # epochs completed
@@ -160,8 +160,7 @@ class ModelTrainerBase(CheckpointMixin, DataMixin, planning.ArchitecturePlanning
                 "config_auto.prepare_config (main.py does), or use a run's config.yaml"
             )
         cls.check_config(cfg)
-        if cfg.INFERENCE.TTA_FLIP:  # refused now, not after training
-            tta_flip_axis(cfg.SAMPLER.DATA_AUG)
+        tta_flip_axis(cfg.INFERENCE.TTA_FLIP, cfg.SAMPLER.DATA_AUG)  # refused now, not later
         settings = TrainerSettings.from_config(cfg, cls.model_settings_class)
         return cls(settings, dataset_class, cfg.MODEL.ARCHITECTURE, cfg, **kwargs)
 
@@ -555,9 +554,7 @@ class ModelTrainerBase(CheckpointMixin, DataMixin, planning.ArchitecturePlanning
             batch_size=self.solver.batch_size,
             input_multiple=self.input_multiple,
             tta_flip=self.inference.tta_flip,
-            flip_axis=(
-                tta_flip_axis(self.trained_augmentation) if self.inference.tta_flip else "vertical"
-            ),
+            flip_axis=tta_flip_axis(self.inference.tta_flip, self.trained_augmentation),
             flip_pairs=tuple(self.flip_pairs),
             position_channels=self.sampling.input_channels == 3,
             mixed_precision=self.use_amp,
