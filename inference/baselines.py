@@ -15,7 +15,8 @@ def mean_position_predictions(
     """Predict every landmark at its mean training position, relative to the image size.
 
     Args:
-        train_coords: per training image (K, 2) x,y in its pixels.
+        train_coords: per training image (K, 2) x,y in its pixels (NaN where missing: left
+            out of that landmark's mean).
         train_sizes: per training image (H, W).
         test_sizes: per test image (H, W).
     Returns:
@@ -25,5 +26,5 @@ def mean_position_predictions(
         (np.asarray(c) + 0.5) / np.array([w, h])
         for c, (h, w) in zip(train_coords, train_sizes, strict=True)
     ]
-    mean = np.mean(relative, axis=0)
+    mean = np.nanmean(relative, axis=0)
     return np.stack([mean * np.array([w, h]) - 0.5 for h, w in test_sizes])

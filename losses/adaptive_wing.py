@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from losses.losses import known_targets, masked_mean
+from losses.losses import known_maps
 
 
 class AdaptiveWingLoss(nn.Module):
@@ -58,14 +58,16 @@ class AdaptiveWingLoss(nn.Module):
         return torch.where(difference < self.theta, near, far)
 
     def loss_map(self, target: torch.Tensor) -> torch.Tensor:
-        """``W * M + 1`` for (B, K, H, W) targets in [0, 1]."""
+        """``W * M + 1`` for (B, K, H, W) or (M, H, W) targets in [0, 1]."""
         foreground = (target > self.threshold).float()
         dilated = F.max_pool2d(foreground, kernel_size=3, stride=1, padding=1)
         return self.foreground_weight * dilated + 1
 
     def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Mean over the target's finite pixels (a missing landmark's NaN maps left out)."""
-        target, known = known_targets(target)
-        prediction = prediction.float() / self.heatmap_scale
+        """Mean over the maps of the landmarks that are not missing (``known_maps``)."""
+        prediction, target = known_maps(prediction, target)
+        if target.numel() == 0:
+            return prediction.sum() * 0.0
+        prediction = prediction / self.heatmap_scale
         target = target / self.heatmap_scale
-        return masked_mean(self.pixel_loss(prediction, target) * self.loss_map(target), known)
+        return torch.mean(self.pixel_loss(prediction, target) * self.loss_map(target))

@@ -8,27 +8,27 @@ import torch
 from torch import nn
 
 
-def masked_mean(values: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
-    """Mean of ``values`` where ``known`` (same shape, bool); 0 if nothing is known."""
-    weights = known.to(values.dtype)
-    return (values * weights).sum() / weights.sum().clamp_min(1)
-
-
-def known_targets(target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(target with NaN replaced by 0, bool mask of its finite pixels): a missing landmark's
-    target maps are NaN (transforms/generate_labels.py) and carry no loss and no gradient."""
-    target = target.float()
-    known = torch.isfinite(target)
-    return torch.where(known, target, torch.zeros_like(target)), known
+def known_maps(prediction: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(prediction, target) as float, without the maps of missing landmarks: a missing
+    landmark's target maps are NaN (transforms/generate_labels.py), and it carries no loss and
+    no gradient. (B, K, H, W) stay as they are when every map is finite; else (M, H, W), the M
+    finite maps (a mean over them is the mean with the missing landmarks dropped)."""
+    prediction, target = prediction.float(), target.float()
+    finite = torch.isfinite(target.sum(dim=(-2, -1)))  # (B, K): a NaN pixel makes its sum NaN
+    if bool(finite.all()):
+        return prediction, target
+    return prediction[finite], target[finite]
 
 
 class HeatmapMSELoss(nn.Module):
     """Mean squared error between predicted and target heatmaps of the same shape, over the
-    target's finite pixels (a missing landmark's NaN maps are left out of sum and count)."""
+    maps of the landmarks that are not missing (:func:`known_maps`); 0 if all are."""
 
     def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        target, known = known_targets(target)
-        return masked_mean((prediction.float() - target) ** 2, known)
+        prediction, target = known_maps(prediction, target)
+        if target.numel() == 0:
+            return prediction.sum() * 0.0
+        return torch.mean((prediction - target) ** 2)
 
 
 def deep_supervision_weights(num_levels: int) -> list[float]:

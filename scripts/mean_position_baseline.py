@@ -49,6 +49,7 @@ def main() -> None:
     errors = np.concatenate(
         [radial_errors(p, s.coords) for p, s in zip(predictions, test, strict=True)]
     )
+    errors = errors[np.isfinite(errors)]  # missing test landmarks are not scored
     print(
         f"mean training position on {len(test)} test images: MRE {errors.mean():.2f} px, "
         f"median {np.median(errors):.2f} px"

@@ -266,3 +266,17 @@ def test_augmentation_and_supervised_levels_are_planned(kites, tmp_path):
     assert explicit.SAMPLER.DATA_AUG is None and explicit.SOLVER.NUM_RES_SUPERVISIONS == 2
     with pytest.raises(ConfigError, match="SOLVER.NUM_RES_SUPERVISIONS"):
         load_cfg(None, ["SOLVER.NUM_RES_SUPERVISIONS", "many"])
+
+
+def test_auto_augmentation_flips_horizontally_when_the_fingerprint_has_pairs(kites, tmp_path):
+    """The same data with flip pairs declared: "auto" adds the horizontal flip with swaps."""
+    import dataclasses
+
+    opts = [*tiny_opts(kites, tmp_path / "out"), "SAMPLER.DATA_AUG", "auto"]
+    cfg = load_cfg(DEMO_CFG, opts)
+    fingerprint = compute_fingerprint(kites / "demo.json", kites)
+    plain, _ = resolve_auto_config(cfg, fingerprint, torch.device("cpu"))
+    paired = dataclasses.replace(fingerprint, flip_pairs=[[1, 3]])
+    resolved, choices = resolve_auto_config(cfg, paired, torch.device("cpu"))
+    assert plain.SAMPLER.DATA_AUG.replace("NoFlip", "HFlip") == resolved.SAMPLER.DATA_AUG
+    assert any("horizontal flip that swaps the 1 declared flip pairs" in line for line in choices)

@@ -116,3 +116,26 @@ def test_spearman():
     assert spearman(np.array([1, 2, 3, 4.0]), np.array([10, 20, 30, 45.0])) == pytest.approx(1)
     assert spearman(np.array([1, 2, 3, 4.0]), np.array([4, 3, 2, 1.0])) == pytest.approx(-1)
     assert np.isnan(spearman(np.array([1.0, 1.0, 1.0]), np.array([1.0, 2.0, 3.0])))
+
+
+def test_missing_landmarks_are_left_out_of_calibration_and_evaluation():
+    """Rows of missing landmarks (no error) change neither the calibration nor the summary."""
+    from inference.evaluation import fit_calibrations
+
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame(
+        {
+            "method": "smha",
+            "uncertainty": rng.uniform(0.1, 1.0, 40),
+            "error_px": rng.uniform(0.0, 5.0, 40),
+        }
+    )
+    holes = table.copy()
+    holes.loc[::4, "error_px"] = np.nan
+    scored = holes[holes["error_px"].notna()]
+    for calibrated in (fit_calibrations(holes, 3, 0.1), fit_calibrations(scored, 3, 0.1)):
+        assert np.isfinite(calibrated["smha"].bin_bound).all()
+    summary, _ = evaluate_uncertainty(holes, fit_calibrations(holes, 3, 0.1))
+    expected, _ = evaluate_uncertainty(scored, fit_calibrations(scored, 3, 0.1))
+    pd.testing.assert_frame_equal(summary, expected)
+    assert summary["n"].item() == 30
