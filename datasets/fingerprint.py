@@ -73,7 +73,7 @@ class Fingerprint:
     spacing, augmentation), NaN where a landmark is missing; ``missing_landmarks``: per split,
     (K,) how many annotated samples lack each landmark (``null`` coordinates);
     ``landmark_names`` (K,) or None and ``flip_pairs`` (positions among the K landmarks) as the
-    JSON declares them for the selected landmarks.
+    JSON declares them for the selected landmarks; ``selected_landmarks``: DATASET.LANDMARKS.
     """
 
     json_path: str
@@ -90,6 +90,7 @@ class Fingerprint:
     missing_landmarks: dict[str, list[int]] = field(default_factory=dict)
     landmark_names: list[str] | None = None
     flip_pairs: list[list[int]] = field(default_factory=list)
+    selected_landmarks: list[int] = field(default_factory=list)
     issues: list[Issue] = field(default_factory=list)
 
     @property
@@ -99,6 +100,11 @@ class Fingerprint:
     @property
     def warnings(self) -> list[Issue]:
         return [issue for issue in self.issues if issue.severity == "warning"]
+
+    @property
+    def landmark_ids(self) -> list[int]:
+        """The JSON indices of the K landmarks (DATASET.LANDMARKS, or all)."""
+        return list(self.selected_landmarks) or list(range(self.num_landmarks))
 
     def median_size(self) -> tuple[float, float]:
         """(H, W): the median height and the median width of the images."""
@@ -225,8 +231,9 @@ def compute_fingerprint(
         else [0] * num_landmarks
         for split in SPLITS
     }
-    issues += [Issue("warning", "", None, -1, m) for m in check_pair_sides(annotated, pairs)]
-    issues += [Issue("warning", "", None, -1, m) for m in check_coinciding(annotated)]
+    ids = landmarks or list(range(num_landmarks))  # messages name JSON indices
+    warnings = check_pair_sides(annotated, pairs, ids) + check_coinciding(annotated, ids)
+    issues += [Issue("warning", "", None, -1, message) for message in warnings]
     return Fingerprint(
         json_path=str(json_path),
         split_counts=counts,
@@ -242,6 +249,7 @@ def compute_fingerprint(
         missing_landmarks=missing,
         landmark_names=names,
         flip_pairs=[list(pair) for pair in pairs],
+        selected_landmarks=landmarks,
         issues=issues,
     )
 
@@ -259,14 +267,15 @@ def _nan_std(points: list[np.ndarray]) -> list:
 
 
 def check_pair_sides(
-    annotated: list[tuple[str, str, np.ndarray]], pairs: list[tuple[int, int]]
+    annotated: list[tuple[str, str, np.ndarray]], pairs: list[tuple[int, int]], ids: list[int]
 ) -> list[str]:
     """Warnings for flip pairs whose order disagrees with most pairs' in most images.
 
     A pair [i, j] may name its left member first or second, but all pairs the same way; the
     convention is the one most pairs follow (i left of j, x_i < x_j, in most images where both
     are placed). A pair whose i lies on the other side in most images was likely given the
-    wrong way round. ``annotated``: (split, id, (K, 2) x,y) per annotated sample."""
+    wrong way round. ``annotated``: (split, id, (K, 2) x,y) per annotated sample; ``pairs``
+    positions among the K landmarks, ``ids`` their JSON indices (named in the messages)."""
     if len(pairs) < 2 or not annotated:
         return []
     coords = np.stack([c for _, _, c in annotated])  # (N, K, 2)
@@ -280,17 +289,19 @@ def check_pair_sides(
     for (i, j), (share, count) in zip(pairs, shares, strict=True):
         wrong = 1 - share if first_left else share
         if count and wrong > 0.5:
+            a, b = ids[i], ids[j]
             warnings.append(
-                f"flip pair [{i}, {j}]: landmark {i} is {'right' if first_left else 'left'} of "
-                f"landmark {j} in {100 * wrong:.0f} % of {count} images, unlike most pairs' "
+                f"flip pair [{a}, {b}]: landmark {a} is {'right' if first_left else 'left'} of "
+                f"landmark {b} in {100 * wrong:.0f} % of {count} images, unlike most pairs' "
                 "first landmark; is the pair given the wrong way round?"
             )
     return warnings
 
 
-def check_coinciding(annotated: list[tuple[str, str, np.ndarray]]) -> list[str]:
+def check_coinciding(annotated: list[tuple[str, str, np.ndarray]], ids: list[int]) -> list[str]:
     """Warnings for two landmarks closer than COINCIDE_PX in at least COINCIDE_SHARE of the
-    samples that place both (and in 2 or more): a copy-paste error in the annotations?"""
+    samples that place both (and in 2 or more): a copy-paste error in the annotations?
+    ``ids``: the JSON indices of the K landmarks (named in the messages)."""
     if not annotated:
         return []
     coords = np.stack([c for _, _, c in annotated])  # (N, K, 2)
@@ -303,8 +314,9 @@ def check_coinciding(annotated: list[tuple[str, str, np.ndarray]]) -> list[str]:
         if count >= 2 and count >= COINCIDE_SHARE * placed:
             examples = [annotated[n][1] for n in np.flatnonzero(close[:, a, b])[:3]]
             warnings.append(
-                f"landmarks {a} and {b} coincide (< {COINCIDE_PX:g} px apart) in {count} of "
-                f"{placed} samples (e.g. {', '.join(map(repr, examples))}): a copy-paste error?"
+                f"landmarks {ids[a]} and {ids[b]} coincide (< {COINCIDE_PX:g} px apart) in "
+                f"{count} of {placed} samples (e.g. {', '.join(map(repr, examples))}): "
+                "a copy-paste error?"
             )
     return warnings
 
@@ -406,7 +418,8 @@ def format_report(fingerprint: Fingerprint) -> str:
     if any(sum(counts) for counts in missing.values()):
         parts = []
         for split, counts in missing.items():
-            per = ", ".join(f"{k}: {n}" for k, n in enumerate(counts) if n)
+            ids = fingerprint.landmark_ids
+            per = ", ".join(f"{k}: {n}" for k, n in zip(ids, counts, strict=True) if n)
             parts.append(f"{split} {sum(counts)}" + (f" ({per})" if per else ""))
         lines.append(
             f"  missing landmarks (null), per split (landmark: samples): {'; '.join(parts)}"

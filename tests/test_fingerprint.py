@@ -157,6 +157,8 @@ def test_missing_landmarks_are_counted_per_split_and_landmark(hand_dataset):
     report = format_report(fp)
     assert "missing landmarks (null), per split (landmark: samples): training 2 (1: 2)" in report
     assert "testing 1 (2: 1)" in report
+    selected = format_report(compute_fingerprint(json_path, root, landmarks=[1, 2]))
+    assert "training 2 (1: 2)" in selected  # JSON indices, not positions in the selection
     # the spread leaves the missing points out: landmark 1 placed by c twice (training, validation)
     # and t1
     known = np.array([HAND_COORDS[i][1] for i in ("c", "c", "t1")])
