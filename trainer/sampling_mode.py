@@ -106,8 +106,13 @@ class Patches(WholeImages):
         self.landmark_weights = tuple(float(w) for w in weights)
         balanced = 100 * cooccurrence.T @ weights  # % of biased patches holding each landmark
         uniform = 100 * cooccurrence.T @ np.full(len(weights), 1.0 / len(weights))
+        labels = [str(k) for k in landmark_ids]
+        if train_set.landmark_names:  # the JSON's names, after the index
+            labels = [
+                f"{k} {name}" for k, name in zip(labels, train_set.landmark_names, strict=True)
+            ]
         relative = " ".join(
-            f"{k}:{w * len(weights):.2f}" for k, w in zip(landmark_ids, weights, strict=True)
+            f"{k}:{w * len(weights):.2f}" for k, w in zip(labels, weights, strict=True)
         )
         logger.info(
             "patch placement: landmarks chosen with relative weights %s, so that each lies "
