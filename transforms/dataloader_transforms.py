@@ -35,7 +35,7 @@ H_FLIP = "HFlip"  # scheme-name suffix: a horizontal flip (with pair swaps) inst
 
 
 def flip_axis(scheme: str | None) -> str | None:
-    """ "vertical", "horizontal" or None: the flip a SAMPLER.DATA_AUG scheme trains with."""
+    """The flip a SAMPLER.DATA_AUG scheme trains with: "vertical", "horizontal" or None."""
     if scheme in (None, "None", "none", "", "auto") or scheme.endswith(NO_FLIP):
         return None
     return "horizontal" if scheme.endswith(H_FLIP) else "vertical"
