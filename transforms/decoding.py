@@ -48,15 +48,19 @@ def heatmap_argmax(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return coords, values
 
 
-def _windows(maps: torch.Tensor, centres: torch.Tensor, radius: int):
-    """(N, 2r+1, 2r+1) windows of (N, H, W) ``maps`` centred on integer x,y ``centres`` (N, 2),
-    with a mask of the pixels inside the map; outside pixels repeat the nearest border pixel."""
+def _windows(
+    maps: torch.Tensor, centres: torch.Tensor, radius: int, rows: torch.Tensor | None = None
+):
+    """(N, 2r+1, 2r+1) windows of (M, H, W) ``maps`` centred on integer x,y ``centres`` (N, 2),
+    window n from map ``rows[n]`` (default n), with a mask of the pixels inside the map;
+    outside pixels repeat the nearest border pixel."""
     _, height, width = maps.shape
     offsets = torch.arange(-radius, radius + 1, device=maps.device)
     xs = centres[:, 0:1].long() + offsets  # (N, 2r+1)
     ys = centres[:, 1:2].long() + offsets
     inside = ((xs >= 0) & (xs < width))[:, None, :] & ((ys >= 0) & (ys < height))[:, :, None]
-    rows = torch.arange(len(maps), device=maps.device)[:, None, None]
+    rows = torch.arange(len(maps), device=maps.device) if rows is None else rows
+    rows = rows[:, None, None]
     window = maps[rows, ys.clamp(0, height - 1)[:, :, None], xs.clamp(0, width - 1)[:, None, :]]
     return window, inside
 
@@ -163,6 +167,37 @@ def decode_heatmaps(
         offset[near_border] = (fitted - centres[near_border]).to(offset.dtype)
     coords = (centres + offset).reshape(batch, landmarks, 2).to(heatmaps.dtype)
     return coords, peak
+
+
+def heatmap_candidates(
+    heatmaps: torch.Tensor, count: int, radius: int = 2
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``count`` highest local maxima of each heatmap, strongest first.
+
+    A local maximum is a pixel that is the largest within ``radius`` pixels (in x and in y);
+    its position is refined by a Newton step of a quadratic through its 3x3 neighbourhood.
+
+    Args:
+        heatmaps: (B, K, H, W).
+        count: candidates per heatmap.
+        radius: suppression radius in pixels of the heatmap.
+    Returns:
+        coords (B, K, count, 2) x,y in pixels of the heatmap and their values (B, K, count);
+        a heatmap with fewer maxima fills the rest with value -inf (at its first pixel).
+    """
+    batch, landmarks, height, width = heatmaps.shape
+    maps = heatmaps.reshape(batch * landmarks, height, width).float()
+    pooled = F.max_pool2d(maps[:, None], 2 * radius + 1, stride=1, padding=radius)[:, 0]
+    peaks = torch.where(maps == pooled, maps, torch.full_like(maps, -math.inf))
+    count = min(count, height * width)
+    values, flat_index = peaks.reshape(len(maps), -1).topk(count, dim=-1)
+    flat_index = torch.where(torch.isfinite(values), flat_index, 0)
+    centres = torch.stack([flat_index % width, flat_index // width], -1).reshape(-1, 2)
+    rows = torch.arange(len(maps), device=maps.device).repeat_interleave(count)
+    offset = _newton_offset(*_windows(maps, centres.float(), 1, rows))
+    offset = torch.where(torch.isfinite(values.reshape(-1, 1)), offset, 0)
+    coords = (centres + offset).reshape(batch, landmarks, count, 2)
+    return coords.to(heatmaps.dtype), values.reshape(batch, landmarks, count).to(heatmaps.dtype)
 
 
 @dataclass

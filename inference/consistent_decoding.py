@@ -1,0 +1,131 @@
+"""Consistent decoding: one candidate per landmark (or none) that heatmaps and shape agree on.
+
+Each landmark comes with candidates (transforms/decoding.py ``heatmap_candidates``): candidate
+0 is the plain decoding, the others are further local maxima of its heatmap. The objective is
+the heatmap evidence plus the shape log-likelihood, ``sum_k log a_k + log N(aligned shape)``.
+The exact search over C^K combinations is not cheap; this is a principled approximation, in
+the manner of RANSAC-free robust fitting:
+
+1. start from the plain decoding; align it robustly to the shape model;
+2. test every landmark against its conditional Gaussian given the other inliers (leave one
+   out, :meth:`~inference.shape_model.ShapeModel.conditional`): its squared Mahalanobis
+   residual is chi-square with 2 degrees of freedom under the model, so it is implausible when
+   above ``-2 ln p`` (p = INFERENCE.SHAPE_OUTLIER_P);
+3. remove the worst implausible landmark from the inliers, re-align, and repeat 2-3 until all
+   inliers are plausible (at most half of the landmarks are removed);
+4. for each removed landmark, worst first: among its candidates that are plausible given the
+   inliers and carry evidence (activation above 5 % of the image's strongest landmark), pick
+   the one maximising ``log a - d²/2`` (for one landmark given the others, this is the exact
+   maximiser of the objective); with none, take the conditional mean. The landmark then
+   rejoins the inliers for the next ones.
+
+If no landmark fails the test in step 2, nothing moves: the result is the plain decoding,
+bit for bit. A landmark also stays where it is when its own plain candidate wins in step 4.
+Coordinates are in pixels of the original image, where the shape model was fitted.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from inference.shape_model import ShapeModel, to_complex, to_xy
+
+EVIDENCE_FRACTION = 0.05  # a peak below this fraction of the image's strongest is no evidence
+
+
+@dataclass
+class LayoutResult:
+    """One image's landmarks after the layout check: coords (K, 2) x,y in original-image
+    pixels; replaced (K,) bool, True where the plain decoding was replaced; residual (K,) the
+    final squared Mahalanobis residual of each landmark given the others; covariance
+    (K, 2, 2) each landmark's conditional covariance given the others, original pixels²;
+    activation (K,) the heatmap activation at the chosen candidate (0 for a conditional mean)."""
+
+    coords: np.ndarray
+    replaced: np.ndarray
+    residual: np.ndarray
+    covariance: np.ndarray
+    activation: np.ndarray
+
+
+def outlier_threshold(p_value: float) -> float:
+    """The squared Mahalanobis radius a 2D Gaussian exceeds with probability ``p_value``."""
+    return -2.0 * math.log(p_value)
+
+
+def _residuals(model: ShapeModel, coords: np.ndarray, inliers: np.ndarray):
+    """Alignment of the inliers, and every landmark's conditional mean and covariance (aligned
+    units) given the inliers other than itself, and its squared Mahalanobis residual (K,)."""
+    transform = model.align(coords, inliers.astype(np.float64))
+    aligned = to_xy(transform.apply(to_complex(coords)))
+    mean, covariance = model.conditional(aligned, inliers)
+    residual = aligned - mean
+    d2 = np.einsum("ki,kij,kj->k", residual, np.linalg.inv(covariance), residual)
+    return transform, aligned, mean, covariance, d2
+
+
+def shape_residuals(
+    model: ShapeModel, coords: np.ndarray, observed: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each landmark's squared Mahalanobis residual (K,) given the others, and its conditional
+    covariance (K, 2, 2) in pixels² of ``coords`` (K, 2); ``observed`` (K,) marks landmarks
+    that count as evidence (default all); an unobserved landmark's residual is 0."""
+    observed = np.ones(len(coords), bool) if observed is None else observed
+    transform, _, _, covariance, d2 = _residuals(model, coords, observed)
+    return np.where(observed, d2, 0.0), transform.inverse_covariance(covariance)
+
+
+def consistent_decode(
+    model: ShapeModel,
+    candidates: np.ndarray,
+    activations: np.ndarray,
+    p_value: float,
+) -> LayoutResult:
+    """Choose one candidate (or the conditional mean) per landmark; see the module docstring.
+
+    Args:
+        model: the shape model (fitted in the same pixels as ``candidates``).
+        candidates: (K, C, 2) x,y; candidate 0 is the plain decoding.
+        activations: (K, C) heatmap values at the candidates (higher = stronger).
+        p_value: a landmark is implausible when its residual has a smaller probability.
+    """
+    k = len(candidates)
+    threshold = outlier_threshold(p_value)
+    coords = candidates[:, 0].copy()
+    chosen_activation = activations[:, 0].astype(np.float64).copy()
+    inliers = np.ones(k, bool)
+    removed: list[int] = []
+    while len(removed) < k // 2:
+        *_, d2 = _residuals(model, coords, inliers)
+        d2 = np.where(inliers, d2, -np.inf)
+        worst = int(np.argmax(d2))
+        if d2[worst] <= threshold:
+            break
+        inliers[worst] = False
+        removed.append(worst)
+    replaced = np.zeros(k, bool)
+    strongest = max(float(activations[:, 0].max()), 0.0)
+    for landmark in removed:
+        transform, _, mean, covariance, _ = _residuals(model, coords, inliers)
+        aligned = to_xy(transform.apply(to_complex(candidates[landmark])))
+        offset = aligned - mean[landmark]
+        d2 = np.einsum("ci,ij,cj->c", offset, np.linalg.inv(covariance[landmark]), offset)
+        evidence = activations[landmark].astype(np.float64)
+        usable = (d2 <= threshold) & (evidence > EVIDENCE_FRACTION * strongest) & (evidence > 0)
+        if usable.any():
+            score = np.where(usable, np.log(np.where(usable, evidence, 1.0)) - d2 / 2, -np.inf)
+            best = int(np.argmax(score))
+            coords[landmark] = candidates[landmark, best]
+            chosen_activation[landmark] = evidence[best]
+            replaced[landmark] = best != 0
+            inliers[landmark] = True
+        else:
+            coords[landmark] = to_xy(transform.invert(to_complex(mean[landmark])))
+            chosen_activation[landmark] = 0.0
+            replaced[landmark] = True
+    conditional_only = replaced & (chosen_activation == 0.0)
+    residual, covariance = shape_residuals(model, coords, ~conditional_only)
+    return LayoutResult(coords, replaced, residual, covariance, chosen_activation)
