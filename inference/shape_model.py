@@ -29,13 +29,17 @@ own uncertainty is ignored.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from datasets.dataset_base import DatasetBase
 from utils.errors import CheckpointError, DataError
+
+logger = logging.getLogger(__name__)
 
 _RAYLEIGH_MEDIAN = math.sqrt(2 * math.log(2))  # median / sigma of a 2D Gaussian's radius
 _TRIM = math.sqrt(-2 * math.log(1e-3))  # radius beyond which a 2D Gaussian has 0.1 %
@@ -197,9 +201,9 @@ class ShapeModel:
         missing = ~observed
         if missing.any():
             cross = cov[np.ix_(np.repeat(missing, 2), dims)]
-            mean[missing] = (self.mean.reshape(-1)[np.repeat(missing, 2)] + cross @ weighted).reshape(
-                -1, 2
-            )
+            mean[missing] = (
+                self.mean.reshape(-1)[np.repeat(missing, 2)] + cross @ weighted
+            ).reshape(-1, 2)
             full = cov[np.ix_(np.repeat(missing, 2), np.repeat(missing, 2))]
             full = full - cross @ precision @ cross.T
             for j, landmark in enumerate(np.flatnonzero(missing)):
@@ -278,9 +282,7 @@ def fit_shape_model(
     mean = _normalise(z[reference], None)
     aligned = z
     for _ in range(iterations):
-        aligned = np.stack(
-            [fit_similarity(z[i], mean, weights[i]).apply(z[i]) for i in range(n)]
-        )
+        aligned = np.stack([fit_similarity(z[i], mean, weights[i]).apply(z[i]) for i in range(n)])
         new_mean = (weights * aligned).sum(axis=0) / np.maximum(weights.sum(axis=0), 1e-12)
         # A landmark missing from the reference starts from the others' aligned average.
         mean = _normalise(np.where(weights.sum(axis=0) > 0, new_mean, mean), mean)
@@ -311,3 +313,20 @@ def fit_shape_model(
         residual_variance=residual,
         num_shapes=n,
     )
+
+
+def fit_dataset_shape_model(dataset: DatasetBase) -> ShapeModel | None:
+    """The shape model of a dataset's annotated samples (original-image pixels, NaN where a
+    landmark is missing); with too few of them, None and the reason logged (consistent
+    decoding is then refused for checkpoints of this model)."""
+    shapes = [s.coords for s in dataset.samples if s.has_annotation]
+    coords = np.stack(shapes) if shapes else np.zeros((0, dataset.num_landmarks, 2))
+    try:
+        model = fit_shape_model(coords)
+    except DataError as err:
+        logger.warning("%s: no shape model for consistent decoding (%s)", dataset.json_path, err)
+        return None
+    logger.info(
+        "shape model of %d training shapes: %d modes", model.num_shapes, len(model.mode_variances)
+    )
+    return model

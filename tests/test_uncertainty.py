@@ -37,15 +37,18 @@ def test_three_measures_on_hand_built_heatmaps():
     b = member([((7, 5), 4.0), ((1, 2), 3.0)])
     sizes = torch.tensor([[12, 16]])
     out = decode_methods([a, b], sizes, argmax_decode, ("smha", "emha", "ecpv"), smha_index=0)
-    coords, uncertainty, _ = out["smha"]
-    assert coords[0].tolist() == [[5, 5], [1, 2]] and uncertainty[0].tolist() == [2.0, 1.0]
-    coords, uncertainty, _ = out["emha"]  # mean heatmap: 1 at (5,5), 2 at (7,5); 2 at (1,2)
-    assert coords[0].tolist() == [[7, 5], [1, 2]] and uncertainty[0].tolist() == [2.0, 2.0]
-    coords, uncertainty, _ = out["ecpv"]
-    assert coords[0].tolist() == [[6, 5], [1, 2]]
-    assert uncertainty[0].tolist() == [1.0, 0.0]  # mean squared distance to the mean point
+    smha = out["smha"]
+    assert smha.coords[0].tolist() == [[5, 5], [1, 2]]
+    assert smha.uncertainty[0].tolist() == [2.0, 1.0]
+    emha = out["emha"]  # mean heatmap: 1 at (5,5), 2 at (7,5); 2 at (1,2)
+    assert emha.coords[0].tolist() == [[7, 5], [1, 2]]
+    assert emha.uncertainty[0].tolist() == [2.0, 2.0]
+    ecpv = out["ecpv"]
+    assert ecpv.coords[0].tolist() == [[6, 5], [1, 2]]
+    assert ecpv.uncertainty[0].tolist() == [1.0, 0.0]  # mean squared distance to the mean point
+    assert smha.replaced is None and smha.shape_covariance is None  # no shape model
     smha_b = decode_methods([a, b], sizes, argmax_decode, ("smha",), smha_index=1)["smha"]
-    assert smha_b[0][0].tolist() == [[7, 5], [1, 2]]
+    assert smha_b.coords[0].tolist() == [[7, 5], [1, 2]]
 
 
 def test_identical_members_give_zero_variance_and_the_single_prediction():
@@ -54,8 +57,8 @@ def test_identical_members_give_zero_variance_and_the_single_prediction():
     out = decode_methods([a, a], sizes, argmax_decode, ("smha", "emha", "ecpv"))
     single = argmax_decode(a, sizes)
     for method in ("smha", "emha", "ecpv"):
-        torch.testing.assert_close(out[method][0], single[0])
-    assert out["ecpv"][1].abs().max() == 0
+        torch.testing.assert_close(out[method].coords, single[0])
+    assert out["ecpv"].uncertainty.abs().max() == 0
 
 
 def test_coordinate_variance_and_average_outputs():

@@ -41,8 +41,10 @@ from yacs.config import CfgNode
 from config import auto_keys
 from datasets.dataset_base import DatasetBase
 from datasets.dataset_generic import DatasetGeneric
+from inference.consistent_decoding import LayoutDecoder
 from inference.predictions import target_coords
 from inference.predictor import InferenceModel, ResultsSettings
+from inference.shape_model import ShapeModel, fit_dataset_shape_model
 from inference.whole_image import CoarseModel, WholeImageRunner
 from tracking.base import Tracker
 from trainer import planning
@@ -134,6 +136,7 @@ class ModelTrainerBase(CheckpointMixin, DataMixin, planning.ArchitecturePlanning
         self.loss: torch.nn.Module | None = None
         self.num_landmarks: int | None = None
         self.landmark_ids: list[int] | None = None  # JSON indices of the model's landmarks
+        self.shape_model: ShapeModel | None = None  # fitted in on_train_start, checkpointed
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.sampler_generator = torch.Generator()
         self.epoch = 0  # epochs completed
@@ -281,6 +284,7 @@ class ModelTrainerBase(CheckpointMixin, DataMixin, planning.ArchitecturePlanning
         if self.network is None:
             self.initialize(train_set.num_landmarks)
         self.check_landmarks(train_set)
+        self.fit_shape_model(train_set)
         train_set = self.sampling.training_set(train_set, self.landmark_ids)
         self.train_network = wrap_for_training(self.network, self.device, self.process_group)
         self.train_loader = self.make_loader(train_set, shuffle=True)
@@ -304,6 +308,10 @@ class ModelTrainerBase(CheckpointMixin, DataMixin, planning.ArchitecturePlanning
                 "the resumed run had already stopped early (best epoch %d)", self.best_epoch
             )
             self.stop_training = True
+
+    def fit_shape_model(self, train_set: DatasetBase) -> None:
+        """Set ``self.shape_model`` from the training annotations (inference/shape_model.py)."""
+        self.shape_model = fit_dataset_shape_model(train_set)
 
     def on_epoch_start(self) -> None:
         """Seed the epoch (a resumed run draws the same batches) and set its learning rate."""
@@ -567,6 +575,14 @@ class ModelTrainerBase(CheckpointMixin, DataMixin, planning.ArchitecturePlanning
             landmark_ids=list(self.landmark_ids),
             device=self.device,
             source=source,
+            layout=self.layout_decoder(source),
+        )
+
+    def layout_decoder(self, source: str = "model") -> LayoutDecoder | None:
+        """The shape model's decoder that INFERENCE.CONSISTENT_DECODING or SHAPE_UNCERTAINTY
+        asks for, or None (inference/consistent_decoding.py)."""
+        return LayoutDecoder.from_settings(
+            self.shape_model, self.label_generator.candidate_maps, self.inference, source
         )
 
     def results_settings(self) -> ResultsSettings:
