@@ -182,8 +182,9 @@ def heatmap_candidates(
         count: candidates per heatmap.
         radius: suppression radius in pixels of the heatmap.
     Returns:
-        coords (B, K, count, 2) x,y in pixels of the heatmap and their values (B, K, count);
-        a heatmap with fewer maxima fills the rest with value -inf (at its first pixel).
+        coords (B, K, count, 2) x,y in pixels of the heatmap and their values (B, K, count).
+        Pixels of a flat region count as maxima (with its value, e.g. a background of 0); a
+        heatmap with fewer maxima still fills the rest with value -inf (at its first pixel).
     """
     batch, landmarks, height, width = heatmaps.shape
     maps = heatmaps.reshape(batch * landmarks, height, width).float()
