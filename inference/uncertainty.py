@@ -128,8 +128,10 @@ class EllipseCalibration:
     def areas(self, covariances: np.ndarray) -> np.ndarray:
         """(N,) ellipse areas, pixels² (inf without a usable covariance)."""
         covariances = np.asarray(covariances, float)
+        finite = np.isfinite(covariances).all(axis=(1, 2))
+        covariances = np.where(finite[:, None, None], covariances, 0.0)
         det = covariances[:, 0, 0] * covariances[:, 1, 1] - covariances[:, 0, 1] ** 2
-        usable = np.isfinite(det) & (det > 0)
+        usable = finite & (det > 0)
         root = np.sqrt(np.where(usable, det, 1.0))
         return np.where(usable, math.pi * self.scale**2 * root, math.inf)
 

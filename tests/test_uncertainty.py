@@ -7,6 +7,7 @@ import torch
 
 from inference.ensemble import average_outputs, decode_methods
 from inference.uncertainty import (
+    EllipseCalibration,
     UncertaintyCalibration,
     conformal_quantile,
     coordinate_variance,
@@ -119,3 +120,30 @@ def test_spearman():
     assert spearman(np.array([1, 2, 3, 4.0]), np.array([10, 20, 30, 45.0])) == pytest.approx(1)
     assert spearman(np.array([1, 2, 3, 4.0]), np.array([4, 3, 2, 1.0])) == pytest.approx(-1)
     assert np.isnan(spearman(np.array([1.0, 1.0, 1.0]), np.array([1.0, 2.0, 3.0])))
+
+
+def test_ellipses_cover_anisotropic_errors_and_beat_the_circle():
+    rng = np.random.default_rng(0)
+
+    def errors(n):
+        # Each landmark's error is elongated along its own direction, 6 px by 1 px.
+        angle = rng.uniform(0, np.pi, n)
+        rotation = np.stack(
+            [
+                np.stack([np.cos(angle), -np.sin(angle)], -1),
+                np.stack([np.sin(angle), np.cos(angle)], -1),
+            ],
+            -2,
+        )
+        covariance = rotation @ np.diag([36.0, 1.0]) @ rotation.transpose(0, 2, 1)
+        offsets = np.einsum("nij,nj->ni", np.linalg.cholesky(covariance), rng.normal(size=(n, 2)))
+        return offsets, covariance
+
+    ellipse = EllipseCalibration(*errors(2000), alpha=0.1)
+    offsets, covariance = errors(4000)
+    coverage = ellipse.covered(offsets, covariance).mean()
+    assert abs(coverage - 0.9) < 0.03
+    radius = np.quantile(np.linalg.norm(offsets, axis=1), 0.9)  # the best single circle
+    assert ellipse.areas(covariance).mean() < 0.5 * np.pi * radius**2
+    flat = np.full((1, 2, 2), np.inf)  # a flat heatmap's covariance: no ellipse
+    assert not ellipse.covered(np.zeros((1, 2)), flat)[0] and np.isinf(ellipse.areas(flat)[0])
