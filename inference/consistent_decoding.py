@@ -165,7 +165,8 @@ class LayoutDecoder:
         outlier_p: INFERENCE.SHAPE_OUTLIER_P.
         use_input_size: coordinates are in input pixels (INFERENCE.EVALUATION_MODE
             use_input_size), not in original pixels.
-        radius: local maxima closer than this (input pixels) are one candidate.
+        block: candidates are maxima of blocks of this side (input pixels), at least that
+            far apart (transforms/decoding.py ``heatmap_candidates``).
         shape_uncertainty: INFERENCE.SHAPE_UNCERTAINTY: predictors add the ``shape`` method.
     """
 
@@ -175,7 +176,7 @@ class LayoutDecoder:
     num_candidates: int = 5
     outlier_p: float = 1e-3
     use_input_size: bool = False
-    radius: int = 3
+    block: int = 8
     shape_uncertainty: bool = False
 
     @classmethod
@@ -219,7 +220,7 @@ class LayoutDecoder:
         maps = self.candidate_maps(output, original_sizes)
         input_size = tuple(maps.shape[-2:])
         if self.consistent:
-            candidates, values = heatmap_candidates(maps, self.num_candidates, self.radius)
+            candidates, values = heatmap_candidates(maps, self.num_candidates, self.block)
             candidates, values = candidates.double().cpu(), values.double().cpu()
         results = []
         for b, size in enumerate(original_sizes.tolist()):

@@ -67,7 +67,7 @@ def run(model, maps, methods=("smha", "shape"), outputs=None):
 
 def test_candidates_are_the_strongest_local_maxima():
     maps = heatmaps(LAYOUT[:2], {0: (100, 80, 0.5)})
-    coords, values = heatmap_candidates(maps, 3, radius=3)
+    coords, values = heatmap_candidates(maps, 3, block=4)
     assert coords.shape == (1, 2, 3, 2) and values[0, 0, 0] > values[0, 0, 1] > 0.4
     np.testing.assert_allclose(
         coords[0, 0, 1].numpy(), input_pixels(np.array([[100, 80]]))[0], atol=0.3

