@@ -192,9 +192,15 @@ def heatmap_candidates(
     batch, landmarks, height, width = heatmaps.shape
     maps = heatmaps.reshape(batch * landmarks, height, width).float()
     rows_b, cols_b = -(-height // block), -(-width // block)
-    padded = F.pad(maps, (0, cols_b * block - width, 0, rows_b * block - height), value=-math.inf)
-    blocks = padded.reshape(len(maps), rows_b, block, cols_b, block).permute(0, 1, 3, 2, 4)
-    block_max, inner = blocks.reshape(len(maps), rows_b, cols_b, block * block).max(dim=-1)
+    if (rows_b * block, cols_b * block) != (height, width):
+        maps = F.pad(maps, (0, cols_b * block - width, 0, rows_b * block - height), value=-math.inf)
+    n = len(maps)
+    # Two reductions over views (no copy): within each row's x-blocks, then over block rows.
+    row_max, inner_x = maps.view(n, rows_b * block, cols_b, block).max(dim=-1)
+    block_max, inner_y = row_max.view(n, rows_b, block, cols_b).max(dim=2)
+    pixel_row = torch.arange(rows_b, device=maps.device)[None, :, None] * block + inner_y
+    inner_x = inner_x.gather(1, pixel_row)  # (n, rows_b, cols_b): x offset in that pixel row
+    inner = inner_y * block + inner_x
     pooled = F.max_pool2d(block_max[:, None], 3, stride=1, padding=1)[:, 0]
     peaks = torch.where(block_max == pooled, block_max, torch.full_like(block_max, -math.inf))
     count = min(count, rows_b * cols_b)
