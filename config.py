@@ -117,6 +117,7 @@ _C.INFERENCE.CONSISTENT_DECODING = False  # replace landmarks the checkpoint's s
 _C.INFERENCE.SHAPE_UNCERTAINTY = False  # add method "shape": shape residual / heatmap activation
 _C.INFERENCE.NUM_CANDIDATES = 5  # consistent decoding: local heatmap maxima tried per landmark
 _C.INFERENCE.SHAPE_OUTLIER_P = 0.001  # a landmark is implausible below this chi-square p-value
+_C.INFERENCE.SHAPE_NOISE_PX = 0.0  # predictions' own error std, original px (shape test)
 
 # ----------------------------------------------------------------------------------------------
 _C.OUTPUT = CN()
@@ -381,6 +382,8 @@ def validate_cfg(cfg: CN) -> None:
         )
     if not 0 < cfg.INFERENCE.SHAPE_OUTLIER_P < 1:
         raise ConfigError("INFERENCE.SHAPE_OUTLIER_P must be between 0 and 1")
+    if not _is_number(cfg.INFERENCE.SHAPE_NOISE_PX) or cfg.INFERENCE.SHAPE_NOISE_PX < 0:
+        raise ConfigError("INFERENCE.SHAPE_NOISE_PX must be a number >= 0 (pixels)")
     if not isinstance(cfg.INFERENCE.NUM_CANDIDATES, int) or cfg.INFERENCE.NUM_CANDIDATES < 1:
         raise ConfigError("INFERENCE.NUM_CANDIDATES must be a whole number >= 1")
     thresholds = cfg.INFERENCE.SDR_THRESHOLDS

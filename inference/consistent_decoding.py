@@ -62,25 +62,31 @@ def outlier_threshold(p_value: float) -> float:
     return -2.0 * math.log(p_value)
 
 
-def _residuals(model: ShapeModel, coords: np.ndarray, inliers: np.ndarray):
+def _residuals(model: ShapeModel, coords: np.ndarray, inliers: np.ndarray, noise_px: float):
     """Alignment of the inliers, and every landmark's conditional mean and covariance (aligned
-    units) given the inliers other than itself, and its squared Mahalanobis residual (K,)."""
+    units) given the inliers other than itself, and its squared Mahalanobis residual (K,);
+    ``noise_px``: the predictions' localisation noise (std, pixels of ``coords``)."""
     transform = model.align(coords, inliers.astype(np.float64))
     aligned = to_xy(transform.apply(to_complex(coords)))
-    mean, covariance = model.conditional(aligned, inliers)
+    noise = (noise_px * abs(transform.scale_rotation)) ** 2
+    mean, covariance = model.conditional(aligned, inliers, noise)
     residual = aligned - mean
     d2 = np.einsum("ki,kij,kj->k", residual, np.linalg.inv(covariance), residual)
     return transform, aligned, mean, covariance, d2
 
 
 def shape_residuals(
-    model: ShapeModel, coords: np.ndarray, observed: np.ndarray | None = None
+    model: ShapeModel,
+    coords: np.ndarray,
+    observed: np.ndarray | None = None,
+    noise_px: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each landmark's squared Mahalanobis residual (K,) given the others, and its conditional
     covariance (K, 2, 2) in pixels² of ``coords`` (K, 2); ``observed`` (K,) marks landmarks
-    that count as evidence (default all); an unobserved landmark's residual is 0."""
+    that count as evidence (default all); an unobserved landmark's residual is 0;
+    ``noise_px`` as in :func:`consistent_decode`."""
     observed = np.ones(len(coords), bool) if observed is None else observed
-    transform, _, _, covariance, d2 = _residuals(model, coords, observed)
+    transform, _, _, covariance, d2 = _residuals(model, coords, observed, noise_px)
     return np.where(observed, d2, 0.0), transform.inverse_covariance(covariance)
 
 
@@ -89,6 +95,7 @@ def consistent_decode(
     candidates: np.ndarray,
     activations: np.ndarray,
     p_value: float,
+    noise_px: float = 0.0,
 ) -> LayoutResult:
     """Choose one candidate (or the conditional mean) per landmark; see the module docstring.
 
@@ -97,6 +104,8 @@ def consistent_decode(
         candidates: (K, C, 2) x,y; candidate 0 is the plain decoding.
         activations: (K, C) heatmap values at the candidates (higher = stronger).
         p_value: a landmark is implausible when its residual has a smaller probability.
+        noise_px: standard deviation (pixels of ``candidates``) of the predictions' own
+            localisation error, added to the shape model's covariance in every direction.
     """
     k = len(candidates)
     threshold = outlier_threshold(p_value)
@@ -105,7 +114,7 @@ def consistent_decode(
     inliers = np.ones(k, bool)
     removed: list[int] = []
     while len(removed) < k // 2:
-        *_, d2 = _residuals(model, coords, inliers)
+        *_, d2 = _residuals(model, coords, inliers, noise_px)
         d2 = np.where(inliers, d2, -np.inf)
         worst = int(np.argmax(d2))
         if d2[worst] <= threshold:
@@ -115,7 +124,7 @@ def consistent_decode(
     replaced = np.zeros(k, bool)
     strongest = max(float(activations[:, 0].max()), 0.0)
     for landmark in removed:
-        transform, _, mean, covariance, _ = _residuals(model, coords, inliers)
+        transform, _, mean, covariance, _ = _residuals(model, coords, inliers, noise_px)
         aligned = to_xy(transform.apply(to_complex(candidates[landmark])))
         offset = aligned - mean[landmark]
         d2 = np.einsum("ci,ij,cj->c", offset, np.linalg.inv(covariance[landmark]), offset)
@@ -133,7 +142,7 @@ def consistent_decode(
             chosen_activation[landmark] = 0.0
             replaced[landmark] = True
     conditional_only = replaced & (chosen_activation == 0.0)
-    residual, covariance = shape_residuals(model, coords, ~conditional_only)
+    residual, covariance = shape_residuals(model, coords, ~conditional_only, noise_px)
     return LayoutResult(coords, replaced, residual, covariance, chosen_activation)
 
 
@@ -163,6 +172,8 @@ class LayoutDecoder:
         num_candidates: INFERENCE.NUM_CANDIDATES, candidates per landmark (the plain one
             included).
         outlier_p: INFERENCE.SHAPE_OUTLIER_P.
+        noise_px: INFERENCE.SHAPE_NOISE_PX, the predictions' localisation noise (std, pixels
+            of the original image).
         use_input_size: coordinates are in input pixels (INFERENCE.EVALUATION_MODE
             use_input_size), not in original pixels.
         block: candidates are maxima of blocks of this side (input pixels), at least that
@@ -175,6 +186,7 @@ class LayoutDecoder:
     consistent: bool = False
     num_candidates: int = 5
     outlier_p: float = 1e-3
+    noise_px: float = 0.0
     use_input_size: bool = False
     block: int = 8
     shape_uncertainty: bool = False
@@ -204,6 +216,7 @@ class LayoutDecoder:
             consistent=inference.consistent_decoding,
             num_candidates=inference.num_candidates,
             outlier_p=inference.shape_outlier_p,
+            noise_px=inference.shape_noise_px,
             use_input_size=inference.evaluation_mode == "use_input_size",
             shape_uncertainty=inference.shape_uncertainty,
         )
@@ -232,9 +245,11 @@ class LayoutDecoder:
                 points[:, 0] = plain
                 scores = values[b].numpy().copy()
                 scores[:, 0] = activation[b].double().cpu().numpy()
-                result = consistent_decode(self.model, points, scores, self.outlier_p)
+                result = consistent_decode(
+                    self.model, points, scores, self.outlier_p, self.noise_px
+                )
             else:
-                residual, covariance = shape_residuals(self.model, plain)
+                residual, covariance = shape_residuals(self.model, plain, noise_px=self.noise_px)
                 result = LayoutResult(
                     plain,
                     np.zeros(len(plain), bool),

@@ -172,19 +172,21 @@ class ShapeModel:
         return diagonal.mean(axis=1)
 
     def conditional(
-        self, aligned: np.ndarray, observed: np.ndarray
+        self, aligned: np.ndarray, observed: np.ndarray, noise_variance: float = 0.0
     ) -> tuple[np.ndarray, np.ndarray]:
         """Each landmark's Gaussian given the observed others, in aligned coordinates.
 
         Args:
             aligned: (K, 2) landmarks in aligned coordinates (unobserved rows are ignored).
             observed: (K,) bool; at least one landmark.
+            noise_variance: isotropic variance (aligned units²) added to every coordinate:
+                the predictions' own localisation noise, which the training labels lack.
         Returns:
             mean (K, 2) and covariance (K, 2, 2): for an observed landmark, given the other
             observed ones (leave one out); for an unobserved one, given all observed ones.
         """
         k = self.num_landmarks
-        cov = self.covariance()
+        cov = self.covariance() + noise_variance * np.eye(2 * k)
         dims = np.repeat(observed, 2)
         x = aligned.reshape(-1) - self.mean.reshape(-1)
         precision = np.linalg.inv(cov[np.ix_(dims, dims)])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from inference.consistent_decoding import LayoutDecoder
+from inference.consistent_decoding import LayoutDecoder, shape_residuals
 from inference.ensemble import decode_methods
 from inference.shape_model import fit_shape_model
 from transforms.decoding import HeatmapDecoder, heatmap_candidates
@@ -134,3 +134,11 @@ def test_use_input_size_keeps_unreplaced_coordinates(model):
     assert torch.equal(checked.coords[0, keep], plain[0][0, keep])
     expected = input_pixels(truth[1:2])[0]
     assert np.linalg.norm(checked.coords[0, 1].numpy() - expected) < 0.5
+
+
+def test_prediction_noise_widens_the_test(model):
+    truth = training_shapes(1, seed=12)[0]
+    truth[2] += [6.0, -4.0]  # an unusual but not absurd landmark
+    tight, tight_cov = shape_residuals(model, truth)
+    loose, loose_cov = shape_residuals(model, truth, noise_px=3.0)
+    assert loose[2] < tight[2] and (loose_cov[:, 0, 0] > tight_cov[:, 0, 0]).all()

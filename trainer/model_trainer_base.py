@@ -284,7 +284,7 @@ class ModelTrainerBase(CheckpointMixin, DataMixin, planning.ArchitecturePlanning
         if self.network is None:
             self.initialize(train_set.num_landmarks)
         self.check_landmarks(train_set)
-        self.fit_shape_model(train_set)
+        self.shape_model = fit_dataset_shape_model(train_set)  # stored in checkpoints
         train_set = self.sampling.training_set(train_set, self.landmark_ids)
         self.train_network = wrap_for_training(self.network, self.device, self.process_group)
         self.train_loader = self.make_loader(train_set, shuffle=True)
@@ -308,10 +308,6 @@ class ModelTrainerBase(CheckpointMixin, DataMixin, planning.ArchitecturePlanning
                 "the resumed run had already stopped early (best epoch %d)", self.best_epoch
             )
             self.stop_training = True
-
-    def fit_shape_model(self, train_set: DatasetBase) -> None:
-        """Set ``self.shape_model`` from the training annotations (inference/shape_model.py)."""
-        self.shape_model = fit_dataset_shape_model(train_set)
 
     def on_epoch_start(self) -> None:
         """Seed the epoch (a resumed run draws the same batches) and set its learning rate."""
@@ -575,14 +571,9 @@ class ModelTrainerBase(CheckpointMixin, DataMixin, planning.ArchitecturePlanning
             landmark_ids=list(self.landmark_ids),
             device=self.device,
             source=source,
-            layout=self.layout_decoder(source),
-        )
-
-    def layout_decoder(self, source: str = "model") -> LayoutDecoder | None:
-        """The shape model's decoder that INFERENCE.CONSISTENT_DECODING or SHAPE_UNCERTAINTY
-        asks for, or None (inference/consistent_decoding.py)."""
-        return LayoutDecoder.from_settings(
-            self.shape_model, self.label_generator.candidate_maps, self.inference, source
+            layout=LayoutDecoder.from_settings(
+                self.shape_model, self.label_generator.candidate_maps, self.inference, source
+            ),
         )
 
     def results_settings(self) -> ResultsSettings:

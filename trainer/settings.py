@@ -153,6 +153,7 @@ class InferenceSettings(Settings):
     shape_uncertainty: bool = key("INFERENCE.SHAPE_UNCERTAINTY", False, bool)
     num_candidates: int = key("INFERENCE.NUM_CANDIDATES", 5, int)
     shape_outlier_p: float = key("INFERENCE.SHAPE_OUTLIER_P", 0.001, float)
+    shape_noise_px: float = key("INFERENCE.SHAPE_NOISE_PX", 0.0, float)
 
 
 @dataclass(frozen=True)

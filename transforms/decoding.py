@@ -177,8 +177,8 @@ def heatmap_candidates(
     The map is cut into ``block`` x ``block`` pixel blocks; a block whose maximum is the
     largest of its 3 x 3 neighbourhood of blocks gives one candidate at its maximum pixel
     (so candidates are at least ``block`` pixels apart), refined by a Newton step of a
-    quadratic through its 3x3 neighbourhood. One pass over the pixels: ~10 ms for 19 maps of
-    512 x 416 on one CPU core, where a pixel-wise 7 x 7 maximum filter took ~280 ms.
+    quadratic through its 3x3 neighbourhood. One pass over the pixels (a few ms for 19 maps
+    of 512 x 416 on one CPU core, where a pixel-wise 7 x 7 maximum filter took ~280 ms).
 
     Args:
         heatmaps: (B, K, H, W).
