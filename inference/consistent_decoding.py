@@ -13,11 +13,15 @@ the manner of RANSAC-free robust fitting:
    above ``-2 ln p`` (p = INFERENCE.SHAPE_OUTLIER_P);
 3. remove the worst implausible landmark from the inliers, re-align, and repeat 2-3 until all
    inliers are plausible (at most half of the landmarks are removed);
-4. for each removed landmark, worst first: among its candidates that are plausible given the
-   inliers and carry evidence (activation above 5 % of the image's strongest landmark), pick
-   the one maximising ``log a - d²/2`` (for one landmark given the others, this is the exact
-   maximiser of the objective); with none, take the conditional mean. The landmark then
-   rejoins the inliers for the next ones.
+4. re-pick the removed landmarks given the inliers. A removed landmark's options are its
+   usable candidates (plausible given the inliers, and carrying evidence: activation above 5 %
+   of the image's strongest landmark) and "none" (the conditional mean), which scores as a
+   virtual candidate at the limits, ``log(0.05 a_max) - threshold/2``. Where the removed
+   landmarks' combinations of options number at most ``MAX_COMBINATIONS``, every combination
+   is scored exactly: ``sum log a - d²/2`` with d² the chosen candidates' joint Mahalanobis
+   residual given the inliers (typically one to three removed landmarks). Otherwise greedily,
+   worst first, each landmark given the inliers, rejoining them once chosen (exact for one).
+   Landmarks left with "none" get the conditional mean given the inliers and the chosen ones.
 
 If no landmark fails the test in step 2, nothing moves: the result is the plain decoding,
 bit for bit. A landmark also stays where it is when its own plain candidate wins in step 4.
@@ -26,6 +30,7 @@ Coordinates are in pixels of the original image, where the shape model was fitte
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +45,7 @@ from utils.coordinates import resize_coords, scale_factors
 from utils.errors import CheckpointError
 
 EVIDENCE_FRACTION = 0.05  # a peak below this fraction of the image's strongest is no evidence
+MAX_COMBINATIONS = 64  # joint choices scored exactly; beyond, one landmark at a time
 
 
 @dataclass
@@ -121,27 +127,43 @@ def consistent_decode(
             break
         inliers[worst] = False
         removed.append(worst)
-    replaced = np.zeros(k, bool)
     strongest = max(float(activations[:, 0].max()), 0.0)
-    for landmark in removed:
+    floor = EVIDENCE_FRACTION * strongest
+    none_score = math.log(max(floor, 1e-300)) - threshold / 2
+    choice = dict.fromkeys(removed)  # landmark -> candidate index, or None: conditional mean
+    if removed:
         transform, _, mean, covariance, _ = _residuals(model, coords, inliers, noise_px)
-        aligned = to_xy(transform.apply(to_complex(candidates[landmark])))
-        offset = aligned - mean[landmark]
-        d2 = np.einsum("ci,ij,cj->c", offset, np.linalg.inv(covariance[landmark]), offset)
-        evidence = activations[landmark].astype(np.float64)
-        usable = (d2 <= threshold) & (evidence > EVIDENCE_FRACTION * strongest) & (evidence > 0)
-        if usable.any():
-            score = np.where(usable, np.log(np.where(usable, evidence, 1.0)) - d2 / 2, -np.inf)
-            best = int(np.argmax(score))
-            coords[landmark] = candidates[landmark, best]
-            chosen_activation[landmark] = evidence[best]
-            replaced[landmark] = best != 0
-            inliers[landmark] = True
+        options = {}
+        for landmark in removed:
+            aligned = to_xy(transform.apply(to_complex(candidates[landmark])))
+            offset = aligned - mean[landmark]
+            d2 = np.einsum("ci,ij,cj->c", offset, np.linalg.inv(covariance[landmark]), offset)
+            evidence = activations[landmark].astype(np.float64)
+            usable = (d2 <= threshold) & (evidence > floor) & (evidence > 0)
+            options[landmark] = [int(c) for c in np.flatnonzero(usable)]
+        if math.prod(len(o) + 1 for o in options.values()) <= MAX_COMBINATIONS:
+            choice = _joint_choice(
+                model, candidates, activations, coords, inliers, options, none_score, noise_px
+            )
         else:
+            choice = _greedy_choice(
+                model, candidates, activations, coords, inliers, options, noise_px
+            )
+    replaced = np.zeros(k, bool)
+    for landmark, best in choice.items():
+        if best is not None:
+            coords[landmark] = candidates[landmark, best]
+            chosen_activation[landmark] = activations[landmark, best]
+            inliers[landmark] = True
+        replaced[landmark] = best != 0
+    unfilled = [landmark for landmark, best in choice.items() if best is None]
+    if unfilled:
+        transform, _, mean, _, _ = _residuals(model, coords, inliers, noise_px)
+        for landmark in unfilled:
             coords[landmark] = to_xy(transform.invert(to_complex(mean[landmark])))
             chosen_activation[landmark] = 0.0
-            replaced[landmark] = True
-    conditional_only = replaced & (chosen_activation == 0.0)
+    conditional_only = np.zeros(k, bool)
+    conditional_only[unfilled] = True
     residual, covariance = shape_residuals(model, coords, ~conditional_only, noise_px)
     return LayoutResult(coords, replaced, residual, covariance, chosen_activation)
 
@@ -276,3 +298,47 @@ class LayoutDecoder:
             covariance=stack("covariance"),
             activation=stack("activation"),
         )
+
+
+def _joint_choice(model, candidates, activations, coords, inliers, options, none_score, noise_px):
+    """The best combination of options (a candidate index or None per removed landmark) by
+    ``sum log a - d²/2``, d² the chosen candidates' joint residual given the inliers."""
+    transform = model.align(coords, inliers.astype(np.float64))
+    aligned_inliers = to_xy(transform.apply(to_complex(coords)))
+    noise = (noise_px * abs(transform.scale_rotation)) ** 2
+    mean, covariance = model.joint_conditional(aligned_inliers, inliers, noise)
+    order = list(np.flatnonzero(~inliers))  # rows of the joint conditional
+    landmarks = list(options)
+    best, best_score = dict.fromkeys(landmarks), -math.inf
+    for combination in itertools.product(*[[*options[lm], None] for lm in landmarks]):
+        chosen = [(lm, c) for lm, c in zip(landmarks, combination, strict=True) if c is not None]
+        score = none_score * (len(landmarks) - len(chosen))
+        if chosen:
+            rows = [order.index(lm) for lm, _ in chosen]
+            dims = np.ravel([[2 * r, 2 * r + 1] for r in rows])
+            points = np.stack([candidates[lm, c] for lm, c in chosen])
+            offset = (to_xy(transform.apply(to_complex(points))) - mean[rows]).reshape(-1)
+            d2 = offset @ np.linalg.solve(covariance[np.ix_(dims, dims)], offset)
+            score += sum(math.log(activations[lm, c]) for lm, c in chosen) - d2 / 2
+        if score > best_score:
+            best, best_score = dict(zip(landmarks, combination, strict=True)), score
+    return best
+
+
+def _greedy_choice(model, candidates, activations, coords, inliers, options, noise_px):
+    """Worst first, each removed landmark's best usable candidate (``log a - d²/2``) given the
+    inliers and the landmarks chosen before it, or None."""
+    coords, inliers, choice = coords.copy(), inliers.copy(), {}
+    for landmark, usable in options.items():
+        transform, _, mean, covariance, _ = _residuals(model, coords, inliers, noise_px)
+        choice[landmark] = None
+        if not usable:
+            continue
+        aligned = to_xy(transform.apply(to_complex(candidates[landmark, usable])))
+        offset = aligned - mean[landmark]
+        d2 = np.einsum("ci,ij,cj->c", offset, np.linalg.inv(covariance[landmark]), offset)
+        score = np.log(activations[landmark, usable].astype(np.float64)) - d2 / 2
+        choice[landmark] = usable[int(np.argmax(score))]
+        coords[landmark] = candidates[landmark, choice[landmark]]
+        inliers[landmark] = True
+    return choice

@@ -202,15 +202,29 @@ class ShapeModel:
             mean[landmark] = aligned[landmark] - cov_k @ weighted[block]
         missing = ~observed
         if missing.any():
-            cross = cov[np.ix_(np.repeat(missing, 2), dims)]
-            mean[missing] = (
-                self.mean.reshape(-1)[np.repeat(missing, 2)] + cross @ weighted
-            ).reshape(-1, 2)
-            full = cov[np.ix_(np.repeat(missing, 2), np.repeat(missing, 2))]
-            full = full - cross @ precision @ cross.T
+            mean[missing], full = self._given(cov, precision, weighted, observed)
             for j, landmark in enumerate(np.flatnonzero(missing)):
                 covariance[landmark] = full[2 * j : 2 * j + 2, 2 * j : 2 * j + 2]
         return mean, covariance
+
+    def joint_conditional(
+        self, aligned: np.ndarray, observed: np.ndarray, noise_variance: float = 0.0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The unobserved landmarks' joint Gaussian given the observed ones (aligned units):
+        mean (U, 2) and covariance (2U, 2U), U unobserved landmarks in index order."""
+        cov = self.covariance() + noise_variance * np.eye(2 * self.num_landmarks)
+        dims = np.repeat(observed, 2)
+        precision = np.linalg.inv(cov[np.ix_(dims, dims)])
+        weighted = precision @ (aligned.reshape(-1) - self.mean.reshape(-1))[dims]
+        return self._given(cov, precision, weighted, observed)
+
+    def _given(self, cov, precision, weighted, observed) -> tuple[np.ndarray, np.ndarray]:
+        """Gaussian conditioning of the unobserved on the observed coordinates, from the
+        observed block's ``precision`` and ``weighted`` = precision @ (x_O - mu_O)."""
+        missing, dims = np.repeat(~observed, 2), np.repeat(observed, 2)
+        cross = cov[np.ix_(missing, dims)]
+        mean = (self.mean.reshape(-1)[missing] + cross @ weighted).reshape(-1, 2)
+        return mean, cov[np.ix_(missing, missing)] - cross @ precision @ cross.T
 
 
 def _least_median_start(

@@ -142,3 +142,14 @@ def test_prediction_noise_widens_the_test(model):
     tight, tight_cov = shape_residuals(model, truth)
     loose, loose_cov = shape_residuals(model, truth, noise_px=3.0)
     assert loose[2] < tight[2] and (loose_cov[:, 0, 0] > tight_cov[:, 0, 0]).all()
+
+
+@pytest.mark.parametrize("max_combinations", [64, 1])  # exact joint search, then greedy
+def test_two_planted_misses_are_both_corrected(model, monkeypatch, max_combinations):
+    monkeypatch.setattr("inference.consistent_decoding.MAX_COMBINATIONS", max_combinations)
+    truth = training_shapes(1, seed=13)[0]
+    planted = {1: (truth[1, 0] + 45, truth[1, 1] + 35, 1.4), 6: (truth[6, 0] - 40, 30.0, 1.6)}
+    result = run(model, heatmaps(truth, planted))["smha"]
+    assert result.replaced[0].tolist() == [k in planted for k in range(8)]
+    errors = np.linalg.norm(result.coords[0].numpy() - truth, axis=-1)
+    assert errors.max() < 1.0
