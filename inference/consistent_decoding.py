@@ -13,10 +13,13 @@ the manner of RANSAC-free robust fitting:
    above ``-2 ln p`` (p = INFERENCE.SHAPE_OUTLIER_P);
 3. remove the worst implausible landmark from the inliers, re-align, and repeat 2-3 until all
    inliers are plausible (at most half of the landmarks are removed);
-4. re-pick the removed landmarks given the inliers. A removed landmark's options are its
-   usable candidates (plausible given the inliers, and carrying evidence: activation above 5 %
-   of the image's strongest landmark) and "none" (the conditional mean), which scores as a
-   virtual candidate at the limits, ``log(0.05 a_max) - threshold/2``. Where the removed
+4. re-pick the removed landmarks given the inliers. A removed landmark's options are "none"
+   (the conditional mean), which scores as a virtual candidate at the limits of evidence and
+   plausibility, ``log(0.05 a_max) - threshold/2`` (a_max: the image's strongest landmark
+   activation), and its candidates that carry evidence (activation above 0.05 a_max) and score
+   better than "none" on their own, ``log a - d²/2`` with d² given the inliers: like an
+   outlier component in a mixture, a strong peak may sit a little beyond the threshold (the
+   flagged plain candidate itself may so come back), a far one never. Where the removed
    landmarks' combinations of options number at most ``MAX_COMBINATIONS``, every combination
    is scored exactly: ``sum log a - d²/2`` with d² the chosen candidates' joint Mahalanobis
    residual given the inliers (typically one to three removed landmarks). Otherwise greedily,
@@ -139,7 +142,8 @@ def consistent_decode(
             offset = aligned - mean[landmark]
             d2 = np.einsum("ci,ij,cj->c", offset, np.linalg.inv(covariance[landmark]), offset)
             evidence = activations[landmark].astype(np.float64)
-            usable = (d2 <= threshold) & (evidence > floor) & (evidence > 0)
+            usable = (evidence > floor) & (evidence > 0)
+            usable &= np.log(np.where(usable, evidence, 1.0)) - d2 / 2 > none_score
             options[landmark] = [int(c) for c in np.flatnonzero(usable)]
         if math.prod(len(o) + 1 for o in options.values()) <= MAX_COMBINATIONS:
             choice = _joint_choice(
