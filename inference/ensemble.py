@@ -1,5 +1,5 @@
 """Combining several models' outputs: S-MHA, E-MHA and E-CPV (Schobs et al., TMI 2023), and
-the layout-aware ``shape`` measure (inference/consistent_decoding.py).
+the layout-aware ``shape`` measure (inference/layout.py, inference/consistent_decoding.py).
 
 This is the one place where decoded heatmaps meet the shape model: single models, flip TTA
 (already averaged into each output) and ensembles all pass through :func:`decode_methods`.
@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from inference.consistent_decoding import LayoutBatch, LayoutDecoder
+from inference.layout import LayoutBatch, LayoutDecoder
 from inference.uncertainty import coordinate_variance, shape_uncertainty
 
 ENSEMBLE_METHODS = ("smha", "emha", "ecpv")

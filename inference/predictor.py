@@ -22,10 +22,10 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from datasets.dataset_base import DatasetBase
-from inference.consistent_decoding import LayoutDecoder
 from inference.debug_figures import save_debug_batch
 from inference.ensemble import decode_methods
 from inference.evaluation import evaluate_and_write
+from inference.layout import LayoutDecoder
 from inference.predictions import Predictions, prediction_table
 from inference.whole_image import WholeImageRunner
 from tracking.base import Tracker

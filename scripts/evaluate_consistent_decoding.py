@@ -36,6 +36,7 @@ from inference.predictor import Predictor  # noqa: E402
 from inference.shape_model import fit_dataset_shape_model  # noqa: E402
 from inference.uncertainty import evaluate_uncertainty, fit_ellipses  # noqa: E402
 from trainer.model_trainer_index import load_trainer  # noqa: E402
+from utils.errors import CheckpointError, run_command  # noqa: E402
 
 
 class TimedLayout:
@@ -70,18 +71,20 @@ def error_rows(table: pd.DataFrame) -> list[dict]:
     return rows
 
 
-def main() -> None:
+def run(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cfg", required=True)
     parser.add_argument("--checkpoints", nargs="+", required=True)
     parser.add_argument("--fit-shape-model", action="store_true")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--opts", nargs="*", default=[], help="KEY VALUE config overrides")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     cfg, _ = prepare_config(load_cfg(args.cfg, args.opts))
     trainers = [load_trainer(path, cfg) for path in args.checkpoints]
-    for trainer in trainers:
-        if trainer.shape_model is None and args.fit_shape_model:
+    for trainer, path in zip(trainers, args.checkpoints, strict=True):
+        if trainer.shape_model is None and not args.fit_shape_model:
+            raise CheckpointError(f"{path}: has no shape model; add --fit-shape-model")
+        if trainer.shape_model is None:
             trainer.shape_model = fit_dataset_shape_model(trainer.make_dataset("training"))
     test_set, calibration_set = trainers[0].evaluation_sets()
     methods = ("smha",) if len(trainers) == 1 else ("smha", "emha", "ecpv")
@@ -119,7 +122,13 @@ def main() -> None:
         print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if args.out:
         table.to_csv(args.out, index=False)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Bad input (a config, checkpoint or dataset) is one line on stderr, exit code 2."""
+    return run_command(run, argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from inference.consistent_decoding import LayoutDecoder, shape_residuals
+from inference.consistent_decoding import shape_residuals
 from inference.ensemble import decode_methods
+from inference.layout import LayoutDecoder
 from inference.shape_model import fit_shape_model
 from transforms.decoding import HeatmapDecoder, heatmap_candidates
 from transforms.generate_labels import gaussian_heatmaps

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from inference.consistent_decoding import LayoutDecoder
+from inference.layout import LayoutDecoder
 from inference.shape_model import fit_shape_model
 from trainer.model_trainer_index import MODEL_TRAINER_INDEX
 from transforms.decoding import HeatmapDecoder, heatmap_candidates

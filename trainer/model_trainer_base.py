@@ -41,7 +41,7 @@ from yacs.config import CfgNode
 from config import auto_keys
 from datasets.dataset_base import DatasetBase
 from datasets.dataset_generic import DatasetGeneric
-from inference.consistent_decoding import LayoutDecoder
+from inference.layout import LayoutDecoder
 from inference.predictions import target_coords
 from inference.predictor import InferenceModel, ResultsSettings
 from inference.shape_model import ShapeModel, fit_dataset_shape_model
