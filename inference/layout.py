@@ -107,8 +107,10 @@ class LayoutDecoder:
     ) -> LayoutBatch:
         """Check the plain decoding ``coords`` (B, K, 2) with max activations (B, K) of
         ``output`` against the shape model (and, if ``consistent``, correct it)."""
-        maps = self.candidate_maps(output, original_sizes)
-        input_size = tuple(maps.shape[-2:])
+        maps = None
+        if self.consistent or self.use_input_size:  # the maps' size is the input size
+            maps = self.candidate_maps(output, original_sizes)
+        input_size = None if maps is None else tuple(maps.shape[-2:])
         if self.consistent:
             candidates, values = heatmap_candidates(maps, self.num_candidates, self.block)
             candidates, values = candidates.double().cpu(), values.double().cpu()
