@@ -145,7 +145,7 @@ def consistent_decode(
             )
         else:
             choice = _greedy_choice(
-                model, candidates, activations, coords, inliers, options, noise_px
+                model, candidates, activations, coords, inliers, options, none_score, noise_px
             )
     replaced = np.zeros(k, bool)
     for landmark, best in choice.items():
@@ -191,9 +191,9 @@ def _joint_choice(model, candidates, activations, coords, inliers, options, none
     return best
 
 
-def _greedy_choice(model, candidates, activations, coords, inliers, options, noise_px):
+def _greedy_choice(model, candidates, activations, coords, inliers, options, none_score, noise_px):
     """Worst first, each removed landmark's best usable candidate (``log a - d²/2``) given the
-    inliers and the landmarks chosen before it, or None."""
+    inliers and the landmarks chosen before it, or None where none beats ``none_score``."""
     coords, inliers, choice = coords.copy(), inliers.copy(), {}
     for landmark, usable in options.items():
         transform, _, mean, covariance, _ = _residuals(model, coords, inliers, noise_px)
@@ -204,6 +204,8 @@ def _greedy_choice(model, candidates, activations, coords, inliers, options, noi
         offset = aligned - mean[landmark]
         d2 = np.einsum("ci,ij,cj->c", offset, np.linalg.inv(covariance[landmark]), offset)
         score = np.log(activations[landmark, usable].astype(np.float64)) - d2 / 2
+        if score.max() <= none_score:
+            continue
         choice[landmark] = usable[int(np.argmax(score))]
         coords[landmark] = candidates[landmark, choice[landmark]]
         inliers[landmark] = True
