@@ -113,6 +113,11 @@ _C.INFERENCE.DEBUG = False  # save per-sample figures of predicted heatmaps to O
 _C.INFERENCE.UNCERTAINTY_BINS = 5  # quantile bins of uncertainty, calibrated on the validation list
 _C.INFERENCE.CONFORMAL_ALPHA = 0.1  # conformal radius covers the landmark with prob. >= 1 - alpha
 _C.INFERENCE.SDR_THRESHOLDS = [2.0, 2.5, 3.0, 4.0]  # success radii: mm if pixel size known, else px
+_C.INFERENCE.CONSISTENT_DECODING = False  # replace landmarks the checkpoint's shape model rejects
+_C.INFERENCE.SHAPE_UNCERTAINTY = False  # add method "shape": shape residual / heatmap activation
+_C.INFERENCE.NUM_CANDIDATES = 5  # consistent decoding: local heatmap maxima tried per landmark
+_C.INFERENCE.SHAPE_OUTLIER_P = 0.001  # a landmark is implausible below this chi-square p-value
+_C.INFERENCE.SHAPE_NOISE_PX = 0.0  # predictions' own error std, original px (shape test)
 
 # ----------------------------------------------------------------------------------------------
 _C.OUTPUT = CN()
@@ -380,6 +385,12 @@ def validate_cfg(cfg: CN) -> None:
             "TRAINER.AUTO_RESUME resumes one training run from OUTPUT_DIR's model_latest: "
             "unset MODEL.CHECKPOINT, TRAINER.INFERENCE_ONLY and TRAINER.CROSS_VALIDATION"
         )
+    if not 0 < cfg.INFERENCE.SHAPE_OUTLIER_P < 1:
+        raise ConfigError("INFERENCE.SHAPE_OUTLIER_P must be between 0 and 1")
+    if not _is_number(cfg.INFERENCE.SHAPE_NOISE_PX) or cfg.INFERENCE.SHAPE_NOISE_PX < 0:
+        raise ConfigError("INFERENCE.SHAPE_NOISE_PX must be a number >= 0 (pixels)")
+    if not isinstance(cfg.INFERENCE.NUM_CANDIDATES, int) or cfg.INFERENCE.NUM_CANDIDATES < 1:
+        raise ConfigError("INFERENCE.NUM_CANDIDATES must be a whole number >= 1")
     thresholds = cfg.INFERENCE.SDR_THRESHOLDS
     if not thresholds or not all(_is_number(t) and t > 0 for t in thresholds):
         raise ConfigError("INFERENCE.SDR_THRESHOLDS must be a non-empty list of radii > 0")

@@ -1,15 +1,23 @@
-"""Combining several models' outputs: S-MHA, E-MHA and E-CPV (Schobs et al., TMI 2023)."""
+"""Combining several models' outputs: S-MHA, E-MHA and E-CPV (Schobs et al., TMI 2023), and
+the layout-aware ``shape`` measure (inference/layout.py, inference/consistent_decoding.py).
+
+This is the one place where decoded heatmaps meet the shape model: single models, flip TTA
+(already averaged into each output) and ensembles all pass through :func:`decode_methods`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from inference.uncertainty import coordinate_variance
+from inference.layout import LayoutBatch, LayoutDecoder
+from inference.uncertainty import coordinate_variance, shape_uncertainty
 
 ENSEMBLE_METHODS = ("smha", "emha", "ecpv")
+METHODS = (*ENSEMBLE_METHODS, "shape")
 
 
 def average_outputs(outputs: Sequence[Any]) -> Any:
@@ -26,14 +34,28 @@ def average_outputs(outputs: Sequence[Any]) -> Any:
 Decoder = Callable[[Any, torch.Tensor], tuple]
 
 
+@dataclass
+class MethodDecoding:
+    """One method's batch: coords (B, K, 2), uncertainty (B, K), the fitted heatmap covariance
+    (B, K, 2, 2) or None; with a shape model, replaced (B, K) bool and the shape model's
+    conditional covariance (B, K, 2, 2), in pixels² of the coords' image."""
+
+    coords: torch.Tensor
+    uncertainty: torch.Tensor
+    covariance: torch.Tensor | None = None
+    replaced: torch.Tensor | None = None
+    shape_covariance: torch.Tensor | None = None
+
+
 def decode_methods(
     outputs: Sequence[Any],
     original_sizes: torch.Tensor,
     decode: Decoder,
     methods: Sequence[str],
     smha_index: int = 0,
-) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
-    """Coordinates (B, K, 2), uncertainty (B, K) and covariance (B, K, 2, 2) or None per method.
+    layout: LayoutDecoder | None = None,
+) -> dict[str, MethodDecoding]:
+    """Each method's decoding of a batch.
 
     Args:
         outputs: one network output per ensemble member, for the same batch, in the form in
@@ -41,24 +63,51 @@ def decode_methods(
         original_sizes: (B, 2) H, W of the images.
         decode: the trainer's ``get_coords_from_heatmap``.
         methods: any of ``smha`` (member ``smha_index``'s prediction and maximum heatmap
-            activation), ``emha`` (prediction and maximum activation of the mean output) and
-            ``ecpv`` (mean of the members' coordinates; uncertainty: their variance, pixels²).
+            activation), ``emha`` (prediction and maximum activation of the mean output),
+            ``ecpv`` (mean of the members' coordinates; uncertainty: their variance, pixels²)
+            and ``shape`` (the coordinates of ``emha`` if asked for, else of ``smha``;
+            uncertainty: :func:`~inference.uncertainty.shape_uncertainty`; needs ``layout``).
+        layout: the shape model's decoder; with ``layout.consistent`` every heatmap decoding
+            (each member's for ``ecpv``) is corrected by consistent decoding.
     """
-    unknown = set(methods) - set(ENSEMBLE_METHODS)
+    unknown = set(methods) - set(METHODS)
     if unknown:
-        raise ValueError(f"unknown ensemble methods {sorted(unknown)}; use {ENSEMBLE_METHODS}")
+        raise ValueError(f"unknown uncertainty methods {sorted(unknown)}; use {METHODS}")
+    if "shape" in methods and layout is None:
+        raise ValueError("the shape method needs a shape model (layout)")
 
-    def unpack(decoded: tuple):
-        return decoded[0], decoded[1], decoded[2] if len(decoded) > 2 else None
+    def heatmap_method(output: Any) -> tuple[MethodDecoding, LayoutBatch | None]:
+        coords, activation, *covariance = decode(output, original_sizes)
+        covariance = covariance[0] if covariance else None
+        if layout is None:
+            return MethodDecoding(coords, activation, covariance), None
+        checked = layout(output, original_sizes, coords, activation)
+        decoded = MethodDecoding(
+            checked.coords, activation, covariance, checked.replaced, checked.covariance
+        )
+        return decoded, checked
 
-    results = {}
-    if "smha" in methods:
-        results["smha"] = unpack(decode(outputs[smha_index], original_sizes))
+    results: dict[str, MethodDecoding] = {}
+    checks: dict[str, LayoutBatch | None] = {}
+    if "smha" in methods or ("shape" in methods and "emha" not in methods):
+        results["smha"], checks["smha"] = heatmap_method(outputs[smha_index])
     if "emha" in methods:
-        mean_output = average_outputs(outputs)
-        results["emha"] = unpack(decode(mean_output, original_sizes))
+        results["emha"], checks["emha"] = heatmap_method(average_outputs(outputs))
     if "ecpv" in methods:
-        member_coords = torch.stack([decode(o, original_sizes)[0] for o in outputs])
-        mean, variance = coordinate_variance(member_coords)
-        results["ecpv"] = (mean, variance, None)
-    return results
+        members = [heatmap_method(o)[0] for o in outputs]
+        mean, variance = coordinate_variance(torch.stack([m.coords for m in members]))
+        replaced = None
+        if layout is not None:
+            replaced = torch.stack([m.replaced for m in members]).any(dim=0)
+        results["ecpv"] = MethodDecoding(mean, variance, None, replaced)
+    if "shape" in methods:
+        base = "emha" if "emha" in methods else "smha"
+        check = checks[base]
+        results["shape"] = MethodDecoding(
+            results[base].coords,
+            shape_uncertainty(check.residual, check.activation),
+            results[base].covariance,
+            check.replaced,
+            check.covariance,
+        )
+    return {method: results[method] for method in methods}

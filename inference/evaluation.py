@@ -8,7 +8,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from inference.uncertainty import UncertaintyCalibration, evaluate_uncertainty, uncertainty_score
+from inference.uncertainty import (
+    UncertaintyCalibration,
+    evaluate_uncertainty,
+    fit_ellipses,
+    uncertainty_score,
+)
 from utils.metrics import summarise_errors
 from utils.plotting import save_uncertainty_curves
 from utils.results import format_summary, write_results
@@ -56,13 +61,14 @@ def evaluate_and_write(
     """Write predictions.csv, summary.csv, results.xlsx, uncertainty_summary.csv,
     uncertainty_bins.csv and uncertainty.png into ``folder`` and log the summaries.
     Returns the predictions as written, the summary and its unit ('mm' or 'px')."""
-    calibrations = {}
+    calibrations, ellipses = {}, {}
     if calibration_table is not None and calibration_table["error_px"].notna().any():
         calibrations = fit_calibrations(calibration_table, num_bins, alpha)
+        ellipses = fit_ellipses(calibration_table, alpha)
         table = add_conformal_radius(table, calibrations)
     summary, unit = summarise_errors(table, thresholds)
     write_results(table, summary, folder)
-    uncertainty_summary, bins = evaluate_uncertainty(table, calibrations)
+    uncertainty_summary, bins = evaluate_uncertainty(table, calibrations, ellipses)
     uncertainty_summary.to_csv(folder / "uncertainty_summary.csv", index=False)
     if not bins.empty:
         bins.to_csv(folder / "uncertainty_bins.csv", index=False)

@@ -14,6 +14,8 @@ from utils.metrics import radial_errors
 from utils.results import PREDICTION_COLUMNS
 
 COVARIANCE_COLUMNS = ["cov_xx", "cov_xy", "cov_yy"]
+SHAPE_COVARIANCE_COLUMNS = ["shape_cov_xx", "shape_cov_xy", "shape_cov_yy"]
+REPLACED_COLUMN = "replaced"
 
 
 @dataclass
@@ -23,7 +25,10 @@ class Predictions:
     coords (N, K, 2) x,y and uncertainty (N, K), in pixels of the original images (of the input
     images for ``use_input_size``); index (N,) into ``dataset.samples``; original_size (N, 2)
     H, W; pixel_size (N, 2) x, y mm per original pixel, NaN where unknown; covariance
-    (N, K, 2, 2) in pixels² of the coords' image, or None when no Gaussian was fitted.
+    (N, K, 2, 2) in pixels² of the coords' image, or None when no Gaussian was fitted; with
+    a shape model: replaced (N, K) bool, True where consistent decoding replaced the plain
+    decoding, and shape_covariance (N, K, 2, 2), each landmark's conditional covariance given
+    the others (pixels² of the coords' image; None for ``ecpv``).
     """
 
     coords: np.ndarray
@@ -32,6 +37,8 @@ class Predictions:
     original_size: np.ndarray
     pixel_size: np.ndarray
     covariance: np.ndarray | None = None
+    replaced: np.ndarray | None = None
+    shape_covariance: np.ndarray | None = None
 
     @classmethod
     def concatenate(cls, chunks: list[Predictions]) -> Predictions:
@@ -65,7 +72,8 @@ def prediction_table(
     input_size: Sequence[int] | None,
 ) -> pd.DataFrame:
     """One row per sample and landmark: PREDICTION_COLUMNS, the fitted covariance
-    (COVARIANCE_COLUMNS) if any, then the dataset's extra sample attributes.
+    (COVARIANCE_COLUMNS) if any, with a shape model ``replaced`` and the conditional covariance
+    (SHAPE_COVARIANCE_COLUMNS, if any), then the dataset's extra sample attributes.
 
     ``landmark`` is the index into the JSON coordinate list, followed by ``landmark_name`` when
     the JSON names its landmarks; targets and errors are empty (NaN) for unannotated samples
@@ -102,6 +110,11 @@ def prediction_table(
             if predictions.covariance is not None:
                 cov = predictions.covariance[n, k]
                 row.update(cov_xx=cov[0, 0], cov_xy=cov[0, 1], cov_yy=cov[1, 1])
+            if predictions.replaced is not None:
+                row[REPLACED_COLUMN] = bool(predictions.replaced[n, k])
+            if predictions.shape_covariance is not None:
+                cov = predictions.shape_covariance[n, k]
+                row.update(shape_cov_xx=cov[0, 0], shape_cov_xy=cov[0, 1], shape_cov_yy=cov[1, 1])
             row.update(sample.attributes)
             rows.append(row)
     columns = list(PREDICTION_COLUMNS)
@@ -109,5 +122,9 @@ def prediction_table(
         columns.insert(columns.index("landmark") + 1, "landmark_name")
     if predictions.covariance is not None:
         columns += COVARIANCE_COLUMNS
+    if predictions.replaced is not None:
+        columns.append(REPLACED_COLUMN)
+    if predictions.shape_covariance is not None:
+        columns += SHAPE_COVARIANCE_COLUMNS
     columns += list(dataset.additional_sample_attribute_keys)
     return pd.DataFrame(rows, columns=columns)

@@ -25,6 +25,7 @@ from datasets.dataset_base import DatasetBase
 from inference.debug_figures import save_debug_batch
 from inference.ensemble import decode_methods
 from inference.evaluation import evaluate_and_write
+from inference.layout import LayoutDecoder
 from inference.predictions import Predictions, prediction_table
 from inference.whole_image import WholeImageRunner
 from tracking.base import Tracker
@@ -41,7 +42,9 @@ logger = logging.getLogger(__name__)
 class InferenceModel:
     """One loaded model: ``network`` in eval mode on ``device``, its ``runner`` for whole
     images, ``decode`` (its trainer's ``get_coords_from_heatmap``), its ``label_generator`` and
-    the JSON indices of its landmarks; ``source`` names it in errors (its checkpoint)."""
+    the JSON indices of its landmarks; ``source`` names it in errors (its checkpoint);
+    ``layout``, the shape model's decoder when INFERENCE.CONSISTENT_DECODING or
+    SHAPE_UNCERTAINTY asks for it (an ensemble uses its first model's)."""
 
     network: torch.nn.Module
     runner: WholeImageRunner
@@ -50,6 +53,7 @@ class InferenceModel:
     landmark_ids: list[int]
     device: torch.device
     source: str = "model"
+    layout: LayoutDecoder | None = None
 
 
 class Predictor:
@@ -99,10 +103,13 @@ class Predictor:
         debug_folder: Path | None = None,
     ) -> dict[str, Predictions]:
         """Predictions of every sample of ``dataset`` for each method, in the space of
-        INFERENCE.EVALUATION_MODE. One model gives ``smha``; several also ``emha``, ``ecpv``.
-        With ``debug_folder``, INFERENCE.DEBUG figures of member ``smha_index``'s heatmaps and
-        the first method's predictions go there."""
+        INFERENCE.EVALUATION_MODE. One model gives ``smha``; several also ``emha``, ``ecpv``;
+        INFERENCE.SHAPE_UNCERTAINTY adds ``shape``. With ``debug_folder``, INFERENCE.DEBUG
+        figures of member ``smha_index``'s heatmaps and the first method's predictions go
+        there."""
         first = self.models[0]
+        if first.layout is not None and first.layout.shape_uncertainty and "shape" not in methods:
+            methods = (*methods, "shape")
         device = first.device
         parts: dict[str, list[Predictions]] = {method: [] for method in methods}
         loader = DataLoader(
@@ -120,7 +127,7 @@ class Predictor:
             images = batch["image"].to(device)
             outputs = [model.runner(model.network, images) for model in self.models]
             decoded = decode_methods(
-                outputs, batch["original_size"], first.decode, methods, smha_index
+                outputs, batch["original_size"], first.decode, methods, smha_index, first.layout
             )
             if debug_folder is not None:
                 decoded_first = next(iter(decoded.values()))
@@ -128,20 +135,22 @@ class Predictor:
                     first.label_generator.display_maps(outputs[smha_index]),
                     dataset,
                     batch,
-                    decoded_first,
+                    (decoded_first.coords, decoded_first.uncertainty),
                     self.evaluation_mode,
                     first.landmark_ids,
                     debug_folder,
                 )
-            for method, (coords, uncertainty, covariance) in decoded.items():
+            for method, result in decoded.items():
                 parts[method].append(
                     Predictions(
-                        coords=coords.float().cpu().numpy(),
-                        uncertainty=uncertainty.float().cpu().numpy(),
+                        coords=as_numpy(result.coords),
+                        uncertainty=as_numpy(result.uncertainty),
                         index=batch["index"].numpy(),
                         original_size=batch["original_size"].numpy(),
                         pixel_size=batch["pixel_size"].numpy(),
-                        covariance=None if covariance is None else covariance.float().cpu().numpy(),
+                        covariance=as_numpy(result.covariance),
+                        replaced=None if result.replaced is None else result.replaced.numpy(),
+                        shape_covariance=as_numpy(result.shape_covariance),
                     )
                 )
         seconds = time.perf_counter() - start
@@ -177,6 +186,11 @@ class Predictor:
             ],
             ignore_index=True,
         )
+
+
+def as_numpy(tensor: torch.Tensor | None) -> np.ndarray | None:
+    """A float32 numpy copy of a tensor on any device; None stays None."""
+    return None if tensor is None else tensor.float().cpu().numpy()
 
 
 @dataclass(frozen=True)

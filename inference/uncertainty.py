@@ -3,7 +3,9 @@
 Methods and the direction of their ``uncertainty`` column:
 - ``smha`` (one model's maximum heatmap activation) and ``emha`` (maximum of the ensemble's mean
   heatmap): a higher activation means a more confident prediction;
-- ``ecpv`` (variance of the ensemble members' coordinates, pixels²): higher means less confident.
+- ``ecpv`` (variance of the ensemble members' coordinates, pixels²): higher means less confident;
+- ``shape`` (:func:`shape_uncertainty`: the shape model's residual of the landmark given the
+  others, divided by its heatmap activation): higher means less confident.
 :func:`uncertainty_score` turns both into "higher = less certain" for everything below.
 
 Calibration uses predictions on a calibration set (the validation list, or out-of-fold
@@ -13,7 +15,13 @@ predictions) whose errors are known:
 - split-conformal regions: nonconformity ``error / scale(bin)``, with ``scale`` the bin's mean
   error on one half of the calibration predictions, pooled over landmarks; ``q``, the conformal
   quantile of the other half's scores, makes the radius ``q * scale`` cover the true landmark
-  with probability >= 1 - alpha for exchangeable data.
+  with probability >= 1 - alpha for exchangeable data;
+- elliptical regions (:class:`EllipseCalibration`): nonconformity the Mahalanobis radius
+  ``sqrt(r^T S^-1 r)`` of the error vector r under a per-landmark covariance S (the fitted
+  heatmap Gaussian's, INFERENCE.FIT_GAUSS, or the shape model's conditional one); the region
+  ``{x: (x - p)^T S^-1 (x - p) <= q^2}`` with q the conformal quantile of the calibration
+  radii has the same guarantee, and area ``pi q^2 sqrt(det S)``. A landmark without a usable
+  covariance (a flat heatmap's is infinite) has radius inf: counted as not covered.
 """
 
 from __future__ import annotations
@@ -24,7 +32,45 @@ import numpy as np
 import pandas as pd
 import torch
 
+from inference.predictions import COVARIANCE_COLUMNS, SHAPE_COVARIANCE_COLUMNS
 from utils.metrics import HIGHER_IS_CERTAIN, uncertainty_score  # noqa: F401 (re-exported)
+
+# Where an ellipse's covariance comes from: its predictions.csv columns (xx, xy, yy).
+ELLIPSE_SOURCES = {"heatmap": COVARIANCE_COLUMNS, "shape": SHAPE_COVARIANCE_COLUMNS}
+
+
+def has_covariances(table: pd.DataFrame, columns: list[str]) -> bool:
+    """Whether ``table`` has the xx, xy, yy ``columns`` with any values."""
+    return set(columns) <= set(table.columns) and bool(table[columns].notna().any().all())
+
+
+def table_covariances(table: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """(N, 2, 2) covariances from a table's xx, xy, yy ``columns``."""
+    xx, xy, yy = (table[c].to_numpy(float) for c in columns)
+    return np.stack([np.stack([xx, xy], -1), np.stack([xy, yy], -1)], -2)
+
+
+def table_offsets(table: pd.DataFrame) -> np.ndarray:
+    """(N, 2) prediction - target of a table's rows, pixels."""
+    return table[["pred_x", "pred_y"]].to_numpy(float) - table[["target_x", "target_y"]].to_numpy(
+        float
+    )
+
+
+def fit_ellipses(
+    calibration_table: pd.DataFrame, alpha: float
+) -> dict[tuple[str, str], EllipseCalibration]:
+    """One ellipse calibration per method and covariance source present in the annotated
+    calibration predictions."""
+    ellipses = {}
+    annotated = calibration_table[calibration_table["error_px"].notna()]
+    for method, group in annotated.groupby("method", sort=False):
+        for source, columns in ELLIPSE_SOURCES.items():
+            if has_covariances(group, columns):
+                ellipses[method, source] = EllipseCalibration(
+                    table_offsets(group), table_covariances(group, columns), alpha
+                )
+    return ellipses
 
 
 def coordinate_variance(coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -33,6 +79,61 @@ def coordinate_variance(coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     mean = coords.mean(dim=0)
     variance = ((coords - mean) ** 2).sum(dim=-1).mean(dim=0)
     return mean, variance
+
+
+def shape_uncertainty(residual: torch.Tensor, activation: torch.Tensor) -> torch.Tensor:
+    """The ``shape`` measure (B, K): ``(1 + d²) / a``, with d² the landmark's squared
+    Mahalanobis residual under the shape model given the other landmarks (chi-square with 2
+    degrees of freedom when the layout is plausible) and a its heatmap activation, floored at
+    1e-6 of the image's strongest (a conditional mean, activation 0, is least certain). The
+    scale of the activations does not matter: bins and conformal radii depend on its ranks
+    and ratios only."""
+    activation = activation.double()
+    floor = activation.amax(dim=-1, keepdim=True).clamp_min(1e-12) * 1e-6
+    return (1 + residual.double()) / torch.maximum(activation, floor)
+
+
+def mahalanobis_radius(offset: np.ndarray, covariance: np.ndarray) -> np.ndarray:
+    """``sqrt(r^T S^-1 r)`` of (N, 2) offsets under (N, 2, 2) covariances; inf where S is not
+    finite and positive definite."""
+    offset, covariance = np.asarray(offset, float), np.asarray(covariance, float)
+    finite = np.isfinite(covariance).all(axis=(1, 2)) & np.isfinite(offset).all(axis=1)
+    safe = np.where(finite[:, None, None], covariance, np.eye(2))
+    det = safe[:, 0, 0] * safe[:, 1, 1] - safe[:, 0, 1] * safe[:, 1, 0]
+    valid = finite & (safe[:, 0, 0] > 0) & (det > 0)
+    safe = np.where(valid[:, None, None], safe, np.eye(2))
+    squared = np.einsum(
+        "ni,nij,nj->n", offset * valid[:, None], np.linalg.inv(safe), offset * valid[:, None]
+    )
+    return np.where(valid, np.sqrt(np.maximum(squared, 0)), math.inf)
+
+
+class EllipseCalibration:
+    """Split-conformal ellipses: the conformal quantile ``scale`` of calibration radii.
+
+    Args:
+        offsets: (N, 2) calibration errors (prediction - target), pixels.
+        covariances: (N, 2, 2) their covariances, pixels².
+        alpha: miscoverage.
+    """
+
+    def __init__(self, offsets: np.ndarray, covariances: np.ndarray, alpha: float):
+        self.alpha = alpha
+        self.scale = conformal_quantile(mahalanobis_radius(offsets, covariances), alpha)
+
+    def covered(self, offsets: np.ndarray, covariances: np.ndarray) -> np.ndarray:
+        """(N,) bool: each error inside its ellipse."""
+        return mahalanobis_radius(offsets, covariances) <= self.scale
+
+    def areas(self, covariances: np.ndarray) -> np.ndarray:
+        """(N,) ellipse areas, pixels² (inf without a usable covariance)."""
+        covariances = np.asarray(covariances, float)
+        finite = np.isfinite(covariances).all(axis=(1, 2))
+        covariances = np.where(finite[:, None, None], covariances, 0.0)
+        det = covariances[:, 0, 0] * covariances[:, 1, 1] - covariances[:, 0, 1] ** 2
+        usable = finite & (det > 0)
+        root = np.sqrt(np.where(usable, det, 1.0))
+        return np.where(usable, math.pi * self.scale**2 * root, math.inf)
 
 
 def conformal_quantile(scores: np.ndarray, alpha: float) -> float:
@@ -110,13 +211,18 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def evaluate_uncertainty(
-    table: pd.DataFrame, calibrations: dict[str, UncertaintyCalibration] | None = None
+    table: pd.DataFrame,
+    calibrations: dict[str, UncertaintyCalibration] | None = None,
+    ellipses: dict[tuple[str, str], EllipseCalibration] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """How well each method's uncertainty ranks its errors on the annotated test predictions.
 
     Returns the summary (one row per method: n, spearman, mre, mre of the most certain 50 % and
-    90 %, and with a calibration: conformal coverage and mean radius) and the per-bin table
-    (method, bin, n, mean error, error bound, fraction within the bound).
+    90 %, and with a calibration: conformal coverage, mean radius and mean circle area; with
+    ``ellipses`` (:func:`fit_ellipses`), per covariance source ``ellipse_<source>_coverage``,
+    ``_mean_area`` (pixels²; over landmarks with a usable covariance), ``_unusable`` (their
+    count) and ``_scale`` (the conformal q)) and the per-bin table (method, bin, n, mean error,
+    error bound, fraction within the bound).
     """
     summary_rows, bin_rows = [], []
     annotated = table[table["error_px"].notna()]
@@ -139,6 +245,23 @@ def evaluate_uncertainty(
             row["conformal_alpha"] = calibration.alpha
             row["conformal_coverage"] = float((errors <= radius).mean())
             row["conformal_mean_radius"] = float(radius.mean())
+            row["conformal_mean_area"] = float((math.pi * radius**2).mean())
+        for source, columns in ELLIPSE_SOURCES.items():
+            ellipse = (ellipses or {}).get((method, source))
+            if ellipse is None or not has_covariances(group, columns):
+                continue
+            covariances = table_covariances(group, columns)
+            areas = ellipse.areas(covariances)
+            usable = np.isfinite(areas)
+            row[f"ellipse_{source}_coverage"] = float(
+                ellipse.covered(table_offsets(group), covariances).mean()
+            )
+            row[f"ellipse_{source}_mean_area"] = (
+                float(areas[usable].mean()) if usable.any() else math.nan
+            )
+            row[f"ellipse_{source}_unusable"] = int((~usable).sum())
+            row[f"ellipse_{source}_scale"] = ellipse.scale
+        if calibration is not None:
             bins = calibration.assign_bins(scores)
             bounds = calibration.error_bound(scores)
             for b in range(calibration.num_bins):

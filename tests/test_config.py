@@ -125,6 +125,9 @@ def test_sigma_loss_weight_needs_sigma_regression():
         ("SOLVER.NUM_RES_SUPERVISIONS", "0", "SOLVER.NUM_RES_SUPERVISIONS"),
         ("INFERENCE.SDR_THRESHOLDS", "[]", "INFERENCE.SDR_THRESHOLDS"),
         ("SOLVER.DATA_LOADER_BATCH_SIZE", "0", "SOLVER.DATA_LOADER_BATCH_SIZE"),
+        ("INFERENCE.SHAPE_OUTLIER_P", "0.0", "INFERENCE.SHAPE_OUTLIER_P"),
+        ("INFERENCE.NUM_CANDIDATES", "0", "INFERENCE.NUM_CANDIDATES"),
+        ("INFERENCE.SHAPE_NOISE_PX", "-1.0", "INFERENCE.SHAPE_NOISE_PX"),
     ],
 )
 def test_invalid_values_refused(key, value, needle):

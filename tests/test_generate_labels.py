@@ -2,11 +2,14 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
+from inference.layout import LayoutDecoder
+from inference.shape_model import fit_shape_model
 from trainer.model_trainer_index import MODEL_TRAINER_INDEX
-from transforms.decoding import HeatmapDecoder
+from transforms.decoding import HeatmapDecoder, heatmap_candidates
 from transforms.generate_labels import (
     LabelGenerator,
     PHDNetLabelGenerator,
@@ -217,3 +220,26 @@ def test_horizontal_flip_back_swaps_pairs_and_decodes_the_same(codec_name):
     # without the swap, landmark 0 would decode where landmark 2 is
     wrong = codec.decode(codec.flip_back(flipped_output, "horizontal"), sizes)[0]
     assert (wrong[0, 0] - coords[0, 2]).abs().max() < 0.5
+
+
+@pytest.mark.parametrize("codec_index", range(3))
+def test_candidate_maps_peak_at_the_landmarks_and_keep_the_plain_decoding(codec_index):
+    """Each codec's candidate maps are at input size with their strongest candidate on the
+    landmark; a layout the shape model accepts is returned untouched."""
+    codec = codecs("use_input_size")[codec_index]
+    layout = np.asarray(ROUND_TRIP[0])
+    landmarks, visible = batch([layout.tolist(), (layout + [5.0, 3.0]).tolist()])  # shifted
+    sizes = torch.tensor([list(SIZE)] * len(landmarks))
+    output = codec.to_average(codec.generate_labels(landmarks, visible, SIZE))
+    maps = codec.candidate_maps(output, sizes)
+    assert tuple(maps.shape) == (2, 3, *SIZE)
+    candidates, _ = heatmap_candidates(maps, 2)
+    assert (candidates[:, :, 0] - landmarks).norm(dim=-1).max() < 1.5
+    rng = np.random.default_rng(0)
+    shapes = layout + rng.normal(0, 0.5, (10, 3, 2))
+    decoder = LayoutDecoder(
+        fit_shape_model(shapes), codec.candidate_maps, consistent=True, use_input_size=True
+    )
+    coords, activation = codec.decode(output, sizes)[:2]
+    checked = decoder(output, sizes, coords, activation)
+    assert torch.equal(checked.coords, coords) and not checked.replaced.any()

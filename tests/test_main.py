@@ -591,3 +591,51 @@ def test_missing_landmarks_pairs_and_names_train_and_are_reported(tmp_path, caps
     assert row["landmark_name"] == "bottom"
     scored = table[(table["landmark"] == 2) & table["error_px"].notna()]["error_px"]
     assert row["mre"] == pytest.approx(scored.mean())
+
+
+def test_consistent_decoding_end_to_end_and_old_checkpoints(tiny_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    path = train_tiny(tiny_data, out, capsys)
+    assert "shape_model" in torch.load(path, weights_only=True)
+    layout = [
+        "TRAINER.INFERENCE_ONLY",
+        "True",
+        "INFERENCE.CONSISTENT_DECODING",
+        "True",
+        "INFERENCE.SHAPE_UNCERTAINTY",
+        "True",
+        "INFERENCE.FIT_GAUSS",
+        "True",
+        "MODEL.CHECKPOINT",
+        path,
+    ]
+    code, err = run_main(["--cfg", DEMO_CFG, *tiny_opts(tiny_data, out), *layout], capsys)
+    assert code == 0, err
+    folder = sorted((out / "results").glob("model_best*"))[-1]
+    table = pd.read_csv(folder / "predictions.csv")
+    assert set(table["method"]) == {"smha", "shape"}
+    assert {"replaced", "shape_cov_xx", "cov_xx"} <= set(table.columns)
+    summary = pd.read_csv(folder / "uncertainty_summary.csv")
+    assert {"ellipse_shape_coverage", "ellipse_heatmap_mean_area", "conformal_mean_area"} <= set(
+        summary.columns
+    )
+    # A checkpoint saved before shape models: plain inference as before, layout refused.
+    state = torch.load(path, weights_only=True)
+    del state["shape_model"]
+    old = tmp_path / "old.model"
+    torch.save(state, old)
+    layout[-1] = str(old)
+    code, err = run_main(["--cfg", DEMO_CFG, *tiny_opts(tiny_data, out), *layout], capsys)
+    assert code != 0 and "no shape model" in err and "Traceback" not in err
+    plain = ["TRAINER.INFERENCE_ONLY", "True", "MODEL.CHECKPOINT"]
+    for checkpoint in (path, str(old)):
+        assert (
+            run_main(["--cfg", DEMO_CFG, *tiny_opts(tiny_data, out), *plain, checkpoint], capsys)[0]
+            == 0
+        )
+    new_table, old_table = (
+        pd.read_csv(folder / "predictions.csv")
+        for folder in sorted((out / "results").iterdir(), key=lambda p: p.stat().st_mtime)[-2:]
+    )
+    pd.testing.assert_frame_equal(new_table, old_table)
+    assert "replaced" not in old_table.columns

@@ -7,6 +7,7 @@ import torch
 
 from inference.ensemble import average_outputs, decode_methods
 from inference.uncertainty import (
+    EllipseCalibration,
     UncertaintyCalibration,
     conformal_quantile,
     coordinate_variance,
@@ -37,15 +38,18 @@ def test_three_measures_on_hand_built_heatmaps():
     b = member([((7, 5), 4.0), ((1, 2), 3.0)])
     sizes = torch.tensor([[12, 16]])
     out = decode_methods([a, b], sizes, argmax_decode, ("smha", "emha", "ecpv"), smha_index=0)
-    coords, uncertainty, _ = out["smha"]
-    assert coords[0].tolist() == [[5, 5], [1, 2]] and uncertainty[0].tolist() == [2.0, 1.0]
-    coords, uncertainty, _ = out["emha"]  # mean heatmap: 1 at (5,5), 2 at (7,5); 2 at (1,2)
-    assert coords[0].tolist() == [[7, 5], [1, 2]] and uncertainty[0].tolist() == [2.0, 2.0]
-    coords, uncertainty, _ = out["ecpv"]
-    assert coords[0].tolist() == [[6, 5], [1, 2]]
-    assert uncertainty[0].tolist() == [1.0, 0.0]  # mean squared distance to the mean point
+    smha = out["smha"]
+    assert smha.coords[0].tolist() == [[5, 5], [1, 2]]
+    assert smha.uncertainty[0].tolist() == [2.0, 1.0]
+    emha = out["emha"]  # mean heatmap: 1 at (5,5), 2 at (7,5); 2 at (1,2)
+    assert emha.coords[0].tolist() == [[7, 5], [1, 2]]
+    assert emha.uncertainty[0].tolist() == [2.0, 2.0]
+    ecpv = out["ecpv"]
+    assert ecpv.coords[0].tolist() == [[6, 5], [1, 2]]
+    assert ecpv.uncertainty[0].tolist() == [1.0, 0.0]  # mean squared distance to the mean point
+    assert smha.replaced is None and smha.shape_covariance is None  # no shape model
     smha_b = decode_methods([a, b], sizes, argmax_decode, ("smha",), smha_index=1)["smha"]
-    assert smha_b[0][0].tolist() == [[7, 5], [1, 2]]
+    assert smha_b.coords[0].tolist() == [[7, 5], [1, 2]]
 
 
 def test_identical_members_give_zero_variance_and_the_single_prediction():
@@ -54,8 +58,8 @@ def test_identical_members_give_zero_variance_and_the_single_prediction():
     out = decode_methods([a, a], sizes, argmax_decode, ("smha", "emha", "ecpv"))
     single = argmax_decode(a, sizes)
     for method in ("smha", "emha", "ecpv"):
-        torch.testing.assert_close(out[method][0], single[0])
-    assert out["ecpv"][1].abs().max() == 0
+        torch.testing.assert_close(out[method].coords, single[0])
+    assert out["ecpv"].uncertainty.abs().max() == 0
 
 
 def test_coordinate_variance_and_average_outputs():
@@ -139,3 +143,30 @@ def test_missing_landmarks_are_left_out_of_calibration_and_evaluation():
     expected, _ = evaluate_uncertainty(scored, fit_calibrations(scored, 3, 0.1))
     pd.testing.assert_frame_equal(summary, expected)
     assert summary["n"].item() == 30
+
+
+def test_ellipses_cover_anisotropic_errors_and_beat_the_circle():
+    rng = np.random.default_rng(0)
+
+    def errors(n):
+        # Each landmark's error is elongated along its own direction, 6 px by 1 px.
+        angle = rng.uniform(0, np.pi, n)
+        rotation = np.stack(
+            [
+                np.stack([np.cos(angle), -np.sin(angle)], -1),
+                np.stack([np.sin(angle), np.cos(angle)], -1),
+            ],
+            -2,
+        )
+        covariance = rotation @ np.diag([36.0, 1.0]) @ rotation.transpose(0, 2, 1)
+        offsets = np.einsum("nij,nj->ni", np.linalg.cholesky(covariance), rng.normal(size=(n, 2)))
+        return offsets, covariance
+
+    ellipse = EllipseCalibration(*errors(2000), alpha=0.1)
+    offsets, covariance = errors(4000)
+    coverage = ellipse.covered(offsets, covariance).mean()
+    assert abs(coverage - 0.9) < 0.03
+    radius = np.quantile(np.linalg.norm(offsets, axis=1), 0.9)  # the best single circle
+    assert ellipse.areas(covariance).mean() < 0.5 * np.pi * radius**2
+    flat = np.full((1, 2, 2), np.inf)  # a flat heatmap's covariance: no ellipse
+    assert not ellipse.covered(np.zeros((1, 2)), flat)[0] and np.isinf(ellipse.areas(flat)[0])

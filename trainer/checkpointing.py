@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from config import get_value
+from inference.shape_model import ShapeModel
 from utils.checkpoints import CHECKPOINT_SUFFIX, load_checkpoint, save_checkpoint
 from utils.errors import CheckpointError
 
@@ -70,6 +71,11 @@ class CheckpointMixin:
                 "best_epoch": self.best_epoch,
                 "epochs_without_improvement": self.epochs_without_improvement,
                 "history": self.history,
+                **(
+                    {"shape_model": self.shape_model.to_state()}
+                    if self.shape_model is not None
+                    else {}
+                ),
             },
             path,
         )
@@ -87,6 +93,14 @@ class CheckpointMixin:
         self.landmark_ids = state.get("landmark_ids")
         self.flip_pairs = [tuple(pair) for pair in state.get("flip_pairs", [])]  # older: none
         self.trained_augmentation = yaml.safe_load(state["config"])["SAMPLER"]["DATA_AUG"]
+        self.shape_model = None  # checkpoints saved before shape models have none
+        if "shape_model" in state:
+            self.shape_model = ShapeModel.from_state(state["shape_model"], str(path))
+            if self.shape_model.num_landmarks != self.num_landmarks:
+                raise CheckpointError(
+                    f"{path}: shape_model has {self.shape_model.num_landmarks} landmarks, the "
+                    f"network {self.num_landmarks}"
+                )
         try:
             self.network.load_state_dict(state["network"])
         except RuntimeError as err:

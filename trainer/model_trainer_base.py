@@ -41,8 +41,10 @@ from yacs.config import CfgNode
 from config import auto_keys
 from datasets.dataset_base import DatasetBase
 from datasets.dataset_generic import DatasetGeneric
+from inference.layout import LayoutDecoder
 from inference.predictions import target_coords
 from inference.predictor import InferenceModel, ResultsSettings
+from inference.shape_model import ShapeModel, fit_dataset_shape_model
 from inference.whole_image import CoarseModel, WholeImageRunner, tta_flip_axis
 from tracking.base import Tracker
 from trainer import planning
@@ -136,6 +138,7 @@ class ModelTrainerBase(CheckpointMixin, DataMixin, planning.ArchitecturePlanning
         self.landmark_ids: list[int] | None = None  # JSON indices of the model's landmarks
         self.flip_pairs: list[tuple[int, int]] = []  # left/right pairs (positions), and
         self.trained_augmentation = self.data.data_aug  # the scheme (a loaded checkpoint's)
+        self.shape_model: ShapeModel | None = None  # fitted in on_train_start, checkpointed
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.sampler_generator = torch.Generator()
         self.epoch = 0  # epochs completed
@@ -285,6 +288,7 @@ class ModelTrainerBase(CheckpointMixin, DataMixin, planning.ArchitecturePlanning
             self.initialize(train_set.num_landmarks)
         self.check_landmarks(train_set)
         self.flip_pairs = list(train_set.flip_pairs)
+        self.shape_model = fit_dataset_shape_model(train_set)  # stored in checkpoints
         train_set = self.sampling.training_set(train_set, self.landmark_ids)
         self.train_network = wrap_for_training(self.network, self.device, self.process_group)
         self.train_loader = self.make_loader(train_set, shuffle=True)
@@ -573,6 +577,9 @@ class ModelTrainerBase(CheckpointMixin, DataMixin, planning.ArchitecturePlanning
             landmark_ids=list(self.landmark_ids),
             device=self.device,
             source=source,
+            layout=LayoutDecoder.from_settings(
+                self.shape_model, self.label_generator.candidate_maps, self.inference, source
+            ),
         )
 
     def results_settings(self) -> ResultsSettings:

@@ -149,6 +149,11 @@ class InferenceSettings(Settings):
     debug: bool = key("INFERENCE.DEBUG", False, bool)
     results_append: str | None = key("OUTPUT.RESULTS_CSV_APPEND", None)
     prediction_figures: int = key("OUTPUT.PREDICTION_FIGURES", 3, int)
+    consistent_decoding: bool = key("INFERENCE.CONSISTENT_DECODING", False, bool)
+    shape_uncertainty: bool = key("INFERENCE.SHAPE_UNCERTAINTY", False, bool)
+    num_candidates: int = key("INFERENCE.NUM_CANDIDATES", 5, int)
+    shape_outlier_p: float = key("INFERENCE.SHAPE_OUTLIER_P", 0.001, float)
+    shape_noise_px: float = key("INFERENCE.SHAPE_NOISE_PX", 0.0, float)
 
 
 @dataclass(frozen=True)

@@ -48,15 +48,19 @@ def heatmap_argmax(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return coords, values
 
 
-def _windows(maps: torch.Tensor, centres: torch.Tensor, radius: int):
-    """(N, 2r+1, 2r+1) windows of (N, H, W) ``maps`` centred on integer x,y ``centres`` (N, 2),
-    with a mask of the pixels inside the map; outside pixels repeat the nearest border pixel."""
+def _windows(
+    maps: torch.Tensor, centres: torch.Tensor, radius: int, rows: torch.Tensor | None = None
+):
+    """(N, 2r+1, 2r+1) windows of (M, H, W) ``maps`` centred on integer x,y ``centres`` (N, 2),
+    window n from map ``rows[n]`` (default n), with a mask of the pixels inside the map;
+    outside pixels repeat the nearest border pixel."""
     _, height, width = maps.shape
     offsets = torch.arange(-radius, radius + 1, device=maps.device)
     xs = centres[:, 0:1].long() + offsets  # (N, 2r+1)
     ys = centres[:, 1:2].long() + offsets
     inside = ((xs >= 0) & (xs < width))[:, None, :] & ((ys >= 0) & (ys < height))[:, :, None]
-    rows = torch.arange(len(maps), device=maps.device)[:, None, None]
+    rows = torch.arange(len(maps), device=maps.device) if rows is None else rows
+    rows = rows[:, None, None]
     window = maps[rows, ys.clamp(0, height - 1)[:, :, None], xs.clamp(0, width - 1)[:, None, :]]
     return window, inside
 
@@ -163,6 +167,55 @@ def decode_heatmaps(
         offset[near_border] = (fitted - centres[near_border]).to(offset.dtype)
     coords = (centres + offset).reshape(batch, landmarks, 2).to(heatmaps.dtype)
     return coords, peak
+
+
+def heatmap_candidates(
+    heatmaps: torch.Tensor, count: int, block: int = 8
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``count`` highest local maxima of each heatmap, strongest first.
+
+    The map is cut into ``block`` x ``block`` pixel blocks; a block whose maximum is the
+    largest of its 3 x 3 neighbourhood of blocks gives one candidate at its maximum pixel
+    (so candidates are at least ``block`` pixels apart), refined by a Newton step of a
+    quadratic through its 3x3 neighbourhood. One pass over the pixels (a few ms for 19 maps
+    of 512 x 416 on one CPU core, where a pixel-wise 7 x 7 maximum filter took ~280 ms).
+
+    Args:
+        heatmaps: (B, K, H, W).
+        count: candidates per heatmap.
+        block: block side in pixels of the heatmap.
+    Returns:
+        coords (B, K, count, 2) x,y in pixels of the heatmap and their values (B, K, count).
+        Blocks of a flat region count as maxima (with its value, e.g. a background of 0); a
+        heatmap with fewer maxima fills the rest with value -inf (at its first pixel).
+    """
+    batch, landmarks, height, width = heatmaps.shape
+    maps = heatmaps.reshape(batch * landmarks, height, width).float()
+    rows_b, cols_b = -(-height // block), -(-width // block)
+    if (rows_b * block, cols_b * block) != (height, width):
+        maps = F.pad(maps, (0, cols_b * block - width, 0, rows_b * block - height), value=-math.inf)
+    n = len(maps)
+    # Two reductions over views (no copy): within each row's x-blocks, then over block rows.
+    row_max, inner_x = maps.view(n, rows_b * block, cols_b, block).max(dim=-1)
+    block_max, inner_y = row_max.view(n, rows_b, block, cols_b).max(dim=2)
+    pixel_row = torch.arange(rows_b, device=maps.device)[None, :, None] * block + inner_y
+    inner_x = inner_x.gather(1, pixel_row)  # (n, rows_b, cols_b): x offset in that pixel row
+    inner = inner_y * block + inner_x
+    pooled = F.max_pool2d(block_max[:, None], 3, stride=1, padding=1)[:, 0]
+    peaks = torch.where(block_max == pooled, block_max, torch.full_like(block_max, -math.inf))
+    count = min(count, rows_b * cols_b)
+    values, flat_block = peaks.reshape(len(maps), -1).topk(count, dim=-1)
+    offset_in_block = inner.reshape(len(maps), -1).gather(1, flat_block)
+    xs = (flat_block % cols_b) * block + offset_in_block % block
+    ys = (flat_block // cols_b) * block + offset_in_block // block
+    found = torch.isfinite(values)
+    centres = torch.stack([torch.where(found, xs, 0), torch.where(found, ys, 0)], -1)
+    centres = centres.reshape(-1, 2)
+    rows = torch.arange(len(maps), device=maps.device).repeat_interleave(count)
+    offset = _newton_offset(*_windows(maps, centres.float(), 1, rows))
+    offset = torch.where(found.reshape(-1, 1), offset, 0)
+    coords = (centres + offset).reshape(batch, landmarks, count, 2)
+    return coords.to(heatmaps.dtype), values.reshape(batch, landmarks, count).to(heatmaps.dtype)
 
 
 @dataclass

@@ -120,6 +120,13 @@ class LabelGenerator(ABC):
             return output[0]
         return output
 
+    def candidate_maps(self, output: Any, original_sizes: torch.Tensor) -> torch.Tensor:
+        """(B, K, h, w) maps at the network input's resolution (h, w: the input size, or the
+        original size where the model sees whole images at full resolution) whose local
+        maxima are each landmark's candidates for consistent decoding; their values are the
+        heatmap evidence. The default: :meth:`display_maps`."""
+        return self.display_maps(output)
+
     def decode(self, output: Any, original_sizes: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Coordinates of a batch of outputs (in :meth:`to_average`'s form).
 
@@ -417,10 +424,8 @@ class PHDNetLabelGenerator(LabelGenerator):
         whose slope would pull the maximum towards the nearest patch centre (by up to ~0.4 px
         for 8-pixel patches); the votes of exact outputs meet at the landmark itself."""
         decoded = self.to_average(output)
-        height, width = (  # the grid may cover padding
-            self.image_size or tuple(int(s) for s in original_sizes[0].tolist())
-        )
-        smoothed = self.display_maps(decoded)[..., :height, :width]
+        smoothed = self.candidate_maps(decoded, original_sizes)
+        height, width = smoothed.shape[-2:]
         maps = smoothed
         if (
             "probability" in decoded
@@ -434,6 +439,13 @@ class PHDNetLabelGenerator(LabelGenerator):
             maps = torch.where(has_votes[..., None, None], votes, smoothed)
         coords, _, *covariance = self.decoder.decode(maps, original_sizes, sigma=self.vote_sigma)
         return (coords, smoothed.flatten(-2).amax(-1), *covariance)
+
+    def candidate_maps(self, output, original_sizes):
+        """The candidate-smoothed maps without the patch grid's padding."""
+        height, width = (  # the grid may cover padding
+            self.image_size or tuple(int(s) for s in original_sizes[0].tolist())
+        )
+        return self.display_maps(output)[..., :height, :width]
 
     def vote_density(self, decoded: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, K, H, W) blurred density of the displacement votes alone, at input size."""

@@ -71,7 +71,7 @@ def summarise_errors(
 
 
 # The direction of each uncertainty method's ``uncertainty`` column (inference/uncertainty.py).
-HIGHER_IS_CERTAIN = {"smha": True, "emha": True, "ecpv": False}
+HIGHER_IS_CERTAIN = {"smha": True, "emha": True, "ecpv": False, "shape": False}
 
 
 def uncertainty_score(method: str, uncertainty: np.ndarray) -> np.ndarray:
