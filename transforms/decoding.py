@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from transforms.upsampling import candidate_regions, upsample_region
 from utils.coordinates import resize_coords, resize_heatmaps, scale_factors
 
 EVALUATION_MODES = ("scale_heatmap_first", "scale_pred_coords", "use_input_size")
@@ -46,6 +47,25 @@ def heatmap_argmax(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     values, flat_index = heatmaps.reshape(batch, landmarks, -1).max(dim=-1)
     coords = torch.stack([flat_index % width, flat_index // width], dim=-1).to(heatmaps.dtype)
     return coords, values
+
+
+def _fit_radius(sigma: float) -> int:
+    """Window radius (pixels) of the Gaussian fit and of ``local_soft_argmax``."""
+    return max(2, math.ceil(3 * sigma))
+
+
+def _dark_radius(sigma: float) -> int:
+    """Radius of DARK's window: the 3x3 Newton neighbourhood plus its smoothing kernel's."""
+    return 1 + max(1, math.ceil(3 * max(0.5 * sigma, 0.5)))
+
+
+def decoder_radius(method: str, sigma: float) -> int:
+    """The farthest pixel (Chebyshev distance from the maximum pixel) that ``method`` reads
+    with ``sigma``, the Gaussian-fit fallback near the border included."""
+    if method == "argmax":
+        return 0
+    own = {"quadratic": 1, "dark": _dark_radius(sigma)}.get(method, _fit_radius(sigma))
+    return max(own, _fit_radius(sigma))
 
 
 def _windows(maps: torch.Tensor, centres: torch.Tensor, radius: int):
@@ -97,7 +117,7 @@ def _dark_offset(maps: torch.Tensor, centres: torch.Tensor, sigma: float) -> tor
     the smoothing window leaves the map, on the log of the map itself (padding would bias)."""
     kernel = _gaussian_kernel(max(0.5 * sigma, 0.5), maps.device, maps.dtype)
     pad = len(kernel) // 2
-    window, inside = _windows(maps, centres, 1 + pad)
+    window, inside = _windows(maps, centres, _dark_radius(sigma))
     smooth = F.conv2d(window[:, None], kernel.view(1, 1, 1, -1))
     smooth = F.conv2d(smooth, kernel.view(1, 1, -1, 1))[:, 0]  # (N, 3, 3)
     raw = window[:, pad:-pad, pad:-pad]
@@ -144,7 +164,7 @@ def decode_heatmaps(
     elif method == "dark":
         offset = _dark_offset(maps, centres, sigma)
     else:  # local_soft_argmax
-        radius = max(2, math.ceil(3 * sigma))
+        radius = _fit_radius(sigma)
         window, inside = _windows(maps, centres, radius)
         top = window.amax(dim=(1, 2), keepdim=True)
         above = (window - _SOFT_ARGMAX_THRESHOLD * top).clamp_min(0)
@@ -165,6 +185,35 @@ def decode_heatmaps(
     return coords, peak
 
 
+def decode_upsampled(
+    heatmaps: torch.Tensor, size: Sequence[int], method: str, sigma: float
+) -> torch.Tensor:
+    """Decode (K, h, w) heatmaps bicubically upsampled to ``size`` (H, W), as
+    ``decode_heatmaps(resize_heatmaps(heatmaps[None], size), method, sigma)`` does, but each
+    heatmap upsampled only in the rectangle that holds its maximum and the decoder's window
+    (transforms/upsampling.py; the whole map where that rectangle is large).
+
+    Args:
+        heatmaps: (K, h, w).
+        size: (H, W) to upsample to.
+        method: one of DECODERS.
+        sigma: the peaks' sigma in pixels of the upsampled maps.
+    Returns:
+        (K, 2) x,y in pixels of the upsampled maps.
+    """
+    margin = decoder_radius(method, sigma)
+    coords = []
+    for heatmap, region in zip(heatmaps, candidate_regions(heatmaps, size, margin), strict=True):
+        if region is None:
+            full = resize_heatmaps(heatmap[None, None], size)
+            coords.append(decode_heatmaps(full, method, sigma)[0][0, 0])
+            continue
+        window = upsample_region(heatmap, size, region)
+        corner = torch.tensor([region[2], region[0]], dtype=window.dtype, device=window.device)
+        coords.append(decode_heatmaps(window[None, None], method, sigma)[0][0, 0] + corner)
+    return torch.stack(coords)
+
+
 @dataclass
 class GaussianFit:
     """Fitted 2D Gaussians: mean (B, K, 2) x,y and covariance (B, K, 2, 2) in heatmap pixels
@@ -182,7 +231,7 @@ def _fit_gaussian_rows(
     """Guo's fit on (N, H, W) ``maps`` around integer x,y ``centres`` (N, 2): mean (N, 2),
     covariance (N, 2, 2), amplitude (N,) and a validity mask (N,), in float64."""
     maps, centres = maps.double(), centres.double()
-    radius = max(2, math.ceil(3 * sigma))
+    radius = _fit_radius(sigma)
     window, inside = _windows(maps, centres, radius)
     top = window.amax(dim=(1, 2), keepdim=True)
     used = inside & (window > 0.05 * top) & (top > _EPS)
@@ -302,11 +351,10 @@ def heatmap_to_coords(
         coords, covariance = fit.mean[0], fit.covariance[0]
     else:
         if evaluation_mode == "scale_heatmap_first":
-            maps = resize_heatmaps(maps, original_size)
             sigma = sigma * max(scale_factors(input_size, original_size))
-        coords = decode_heatmaps(maps, method, sigma)[0][0]
-        if evaluation_mode == "scale_heatmap_first":
+            coords = decode_upsampled(maps[0], original_size, method, sigma)
             return DecodedLandmarks(coords, peak[0])
+        coords = decode_heatmaps(maps, method, sigma)[0][0]
     if evaluation_mode != "use_input_size":
         coords = resize_coords(coords, input_size, original_size)
         if covariance is not None:

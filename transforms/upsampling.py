@@ -1,0 +1,142 @@
+"""Bicubic upsampling of a heatmap only where its maximum can be (scale_heatmap_first).
+
+``F.interpolate(mode="bicubic", align_corners=False)`` is separable and local: output pixel
+(Y, X) is ``sum_ij Wy[Y, i] * M[i, j] * Wx[X, j]``, with at most 4 non-zero weights per row of
+``Wy`` (H, h) and ``Wx`` (W, w) (cubic convolution, A = -0.75, indices clamped at the border).
+:func:`bicubic_matrix` takes those weights from ``F.interpolate`` itself, so any region of the
+upsampled map is ``Wy[rows] @ M @ Wx[cols].T``, the same numbers to float rounding.
+
+Where can the maximum of the upsampled map lie? Group the output pixels into *cells* by the
+4 x 4 input pixels they are made of. An output value is a weighted sum of its cell's 16 values
+whose weights sum to 1, so it is at most ``max + N (max - min)`` over the cell, with ``N`` the
+largest total negative weight of any output pixel. Any computed output value ``L`` is a lower
+bound on the global maximum, so the maximum lies in a cell whose bound reaches ``L``.
+:func:`candidate_regions` upsamples a small window around the low-resolution maximum to get
+``L``, then returns the output rectangle that covers every cell with bound >= ``L`` (several
+separate peaks included), widened by the decoder's window radius and clipped to the map: decoding
+it gives the coordinates of decoding the whole upsampled map, because the maximum and every
+pixel its decoder reads lie inside, and the rectangle only stops short of the decoder's window
+where the map itself ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+
+# Above this fraction of the upsampled map's pixels, the candidate region is not worth it: the
+# whole map is upsampled instead (same result, by definition).
+MAX_REGION_FRACTION = 0.25
+
+
+@dataclass(frozen=True)
+class _Axis:
+    """One axis of a resize from ``size_in`` to ``size_out`` pixels: ``weights`` (out, in)
+    float64 as F.interpolate applies them (border clamping included), the ``cells`` (out,) of
+    the output rows (floor of their source coordinate, -1 .. in - 1: they read source rows
+    cell - 1 .. cell + 2, clamped), and the largest total negative weight of a row."""
+
+    weights: torch.Tensor
+    cells: torch.Tensor
+    negative_mass: float
+
+
+@lru_cache(maxsize=32)
+def _axis(size_in: int, size_out: int) -> _Axis:
+    eye = torch.eye(size_in, dtype=torch.float64)[None, None]  # unit vectors
+    # Interpolating along one axis only; the other keeps its size, where bicubic is the identity.
+    weights = F.interpolate(eye, size=(size_out, size_in), mode="bicubic", align_corners=False)
+    weights = weights[0, 0]  # (out, in): column i is the upsampled i-th unit vector
+    source = (torch.arange(size_out, dtype=torch.float64) + 0.5) * size_in / size_out - 0.5
+    cells = torch.floor(source).long().clamp(-1, size_in - 1)
+    negative_mass = float((-weights.clamp(max=0)).sum(dim=1).max())
+    return _Axis(weights, cells, negative_mass)
+
+
+def bicubic_matrix(size_in: int, size_out: int) -> torch.Tensor:
+    """(size_out, size_in) float64 weights of 1D bicubic, centre-aligned resizing, as
+    F.interpolate applies them (border clamping included)."""
+    return _axis(int(size_in), int(size_out)).weights
+
+
+def _cell_bounds(heatmaps: torch.Tensor, negative_mass: float) -> torch.Tensor:
+    """(K, h + 1, w + 1) upper bound of the upsampled values in each cell (-1 .. h - 1 rows,
+    -1 .. w - 1 columns) of (K, h, w) ``heatmaps``."""
+    padded = F.pad(heatmaps[:, None], (2, 2, 2, 2), mode="replicate")[:, 0]
+
+    def pool(maps: torch.Tensor) -> torch.Tensor:  # 4 x 4 maximum, separable, stride 1
+        rows = torch.maximum(
+            torch.maximum(maps[:, :-3], maps[:, 1:-2]), torch.maximum(maps[:, 2:-1], maps[:, 3:])
+        )
+        return torch.maximum(
+            torch.maximum(rows[:, :, :-3], rows[:, :, 1:-2]),
+            torch.maximum(rows[:, :, 2:-1], rows[:, :, 3:]),
+        )
+
+    top, bottom = pool(padded), -pool(-padded)
+    return top + negative_mass * (top - bottom)
+
+
+def _span(cells: torch.Tensor, first: int, last: int, margin: int, size: int) -> tuple[int, int]:
+    """[start, stop) of the output rows whose cell is within first .. last, widened by
+    ``margin`` and clipped to 0 .. size."""
+    rows = torch.nonzero((cells >= first) & (cells <= last))[:, 0]
+    return max(0, int(rows.min()) - margin), min(size, int(rows.max()) + 1 + margin)
+
+
+def candidate_regions(
+    heatmaps: torch.Tensor, size: Sequence[int], margin: int
+) -> list[tuple[int, int, int, int] | None]:
+    """For each of the (K, h, w) ``heatmaps``, the rectangle of its bicubic upsampling to
+    ``size`` (H, W) that holds the upsampled map's maximum, widened by ``margin`` output pixels
+    (the decoder's window) and clipped to the map: (y0, y1, x0, x1), half-open; None where it
+    would exceed MAX_REGION_FRACTION of the map (then upsample that map whole)."""
+    height, width = int(size[0]), int(size[1])
+    _, h, w = heatmaps.shape
+    ay, ax = _axis(h, height), _axis(w, width)
+    heatmaps = heatmaps.detach().float().cpu()  # small; the weights live on the CPU
+    ny, nx = ay.negative_mass, ax.negative_mass
+    bounds = _cell_bounds(heatmaps, ny * (1 + nx) + nx * (1 + ny))  # 2D: products of 1D weights
+    regions = []
+    for heatmap, bound in zip(heatmaps, bounds, strict=True):
+        flat = int(torch.argmax(heatmap))
+        i, j = flat // w, flat % w
+        # L: the largest value upsampled around the low-resolution maximum (cells i-1 .. i).
+        y0, y1 = _span(ay.cells, i - 1, i, 0, height)
+        x0, x1 = _span(ax.cells, j - 1, j, 0, width)
+        lower = float(upsample_region(heatmap, size, (y0, y1, x0, x1)).max())
+        lower -= 1e-4 * float(heatmap.abs().max())  # float rounding: keep a cell that ties
+        candidates = torch.nonzero(bound >= lower) - 1  # cell indices
+        (cy0, cx0), (cy1, cx1) = candidates.min(dim=0).values, candidates.max(dim=0).values
+        # One output row more on each side: a row on a cell boundary in float rounding.
+        y0, y1 = _span(ay.cells, int(cy0), int(cy1), margin + 1, height)
+        x0, x1 = _span(ax.cells, int(cx0), int(cx1), margin + 1, width)
+        too_large = (y1 - y0) * (x1 - x0) > MAX_REGION_FRACTION * height * width
+        regions.append(None if too_large else (y0, y1, x0, x1))
+    return regions
+
+
+def _support(weights: torch.Tensor) -> slice:
+    """The input rows that (n, in) ``weights`` read (their non-zero columns)."""
+    used = torch.nonzero(weights.abs().sum(dim=0))[:, 0]
+    return slice(int(used.min()), int(used.max()) + 1)
+
+
+def upsample_region(
+    heatmap: torch.Tensor, size: Sequence[int], region: tuple[int, int, int, int]
+) -> torch.Tensor:
+    """Rows y0:y1, columns x0:x1 of the bicubic upsampling of the (h, w) ``heatmap`` to
+    ``size`` (H, W): (y1 - y0, x1 - x0), computed in float64 from the input pixels they read,
+    returned in the heatmap's dtype."""
+    y0, y1, x0, x1 = region
+    h, w = heatmap.shape
+    wy = bicubic_matrix(h, int(size[0]))[y0:y1]
+    wx = bicubic_matrix(w, int(size[1]))[x0:x1]
+    rows, cols = _support(wy), _support(wx)
+    device = heatmap.device
+    part = heatmap[rows, cols].double()
+    return (wy[:, rows].to(device) @ part @ wx[:, cols].T.to(device)).to(heatmap.dtype)
