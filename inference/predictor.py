@@ -41,12 +41,14 @@ logger = logging.getLogger(__name__)
 class InferenceModel:
     """One loaded model: ``network`` in eval mode on ``device``, its ``runner`` for whole
     images, ``decode`` (its trainer's ``get_coords_from_heatmap``), its ``label_generator`` and
-    the JSON indices of its landmarks; ``source`` names it in errors (its checkpoint)."""
+    the JSON indices of its landmarks; ``source`` names it in errors (its checkpoint). An ONNX
+    model (inference/onnx_model.py) has its own runner and no label generator (so no
+    INFERENCE.DEBUG figures)."""
 
     network: torch.nn.Module
     runner: WholeImageRunner
     decode: Callable[[Any, torch.Tensor], tuple]
-    label_generator: LabelGenerator
+    label_generator: LabelGenerator | None
     landmark_ids: list[int]
     device: torch.device
     source: str = "model"

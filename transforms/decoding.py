@@ -76,7 +76,7 @@ def _windows(maps: torch.Tensor, centres: torch.Tensor, radius: int):
     xs = centres[:, 0:1].long() + offsets  # (N, 2r+1)
     ys = centres[:, 1:2].long() + offsets
     inside = ((xs >= 0) & (xs < width))[:, None, :] & ((ys >= 0) & (ys < height))[:, :, None]
-    rows = torch.arange(len(maps), device=maps.device)[:, None, None]
+    rows = torch.arange(maps.shape[0], device=maps.device)[:, None, None]  # symbolic in export
     window = maps[rows, ys.clamp(0, height - 1)[:, :, None], xs.clamp(0, width - 1)[:, None, :]]
     return window, inside
 
@@ -212,6 +212,27 @@ def decode_upsampled(
         corner = torch.tensor([region[2], region[0]], dtype=window.dtype, device=window.device)
         coords.append(decode_heatmaps(window[None, None], method, sigma)[0][0, 0] + corner)
     return torch.stack(coords)
+
+
+def argmax_quadratic(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The maximum pixel of each heatmap and the Newton step of the quadratic through its 3x3
+    neighbourhood, in tensor operations only (no data-dependent branches), so that it can be
+    part of an exported (ONNX) graph with any batch size.
+
+    It is ``decode_heatmaps(heatmaps, "quadratic")`` except within one pixel of the border,
+    where that takes a Gaussian fit and this the step along the axes it can (or none).
+
+    Args:
+        heatmaps: (B, K, H, W).
+    Returns:
+        coords (B, K, 2) x,y in pixels of the heatmaps, and the maxima (B, K).
+    """
+    batch, landmarks, height, width = heatmaps.shape
+    peak_coords, peak = heatmap_argmax(heatmaps)
+    maps = heatmaps.reshape(batch * landmarks, height, width).float()
+    centres = peak_coords.reshape(batch * landmarks, 2)
+    offset = _newton_offset(*_windows(maps, centres, 1))
+    return (centres + offset).reshape(batch, landmarks, 2).to(heatmaps.dtype), peak
 
 
 @dataclass
