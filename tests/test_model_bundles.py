@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from test_main import DEMO_CFG, tiny_opts
 
 import main
 from inference.bundle import TRAINING_ONLY_KEYS, load_bundle
 from scripts import export_model, predict
-from test_main import DEMO_CFG, tiny_opts
 from transforms import decoding, upsampling
 from transforms.decoding import decode_heatmaps
 from utils.errors import CheckpointError
@@ -92,8 +92,9 @@ def test_bundle_round_trip_keeps_weights_names_and_extra_state(runs, bundle_path
     extended = tmp_path / "extended.model"
     torch.save(checkpoint, extended)
     copy = load_bundle(export(runs[1], tmp_path / "extended.lannu", extended))
-    assert torch.equal(copy.members[0].state["shape_model"]["mean"], torch.arange(8.0).reshape(4, 2))
-    assert copy.members[0].state["shape_model"]["modes"] == 2
+    shape_model = copy.members[0].state["shape_model"]
+    assert torch.equal(shape_model["mean"], torch.arange(8.0).reshape(4, 2))
+    assert shape_model["modes"] == 2
 
 
 def test_predict_gives_main_py_numbers(runs, bundle_path, tiny_data, tmp_path):
@@ -185,8 +186,9 @@ def test_windowed_upsampling_gives_main_py_the_same_coordinates(
 
 def test_onnx_matches_pytorch(runs, bundle_path, tiny_data, tmp_path):
     ort = pytest.importorskip(
-        "onnxruntime", reason="ONNX export and prediction need onnx and onnxruntime "
-        "(pip install -r requirements/requirements-onnx.txt)"
+        "onnxruntime",
+        reason="ONNX export and prediction need onnx and onnxruntime "
+        "(pip install -r requirements/requirements-onnx.txt)",
     )
     pytest.importorskip("onnxscript", reason="torch.onnx.export needs onnxscript")
     onnx_path = tmp_path / "kites.onnx"

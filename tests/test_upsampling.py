@@ -30,7 +30,8 @@ def test_region_equals_the_same_pixels_of_f_interpolate():
         torch.testing.assert_close(
             upsample_region(heatmap, UP, region), full[y0:y1, x0:x1], atol=1e-5, rtol=1e-5
         )
-    assert bicubic_matrix(SIZE[1], UP[1]).sum(dim=1).allclose(torch.ones(UP[1], dtype=torch.float64))
+    rows = bicubic_matrix(SIZE[1], UP[1]).sum(dim=1)
+    assert rows.allclose(torch.ones(UP[1], dtype=torch.float64))  # weights sum to 1
 
 
 def test_a_peak_between_pixels_that_wins_only_after_upsampling():
