@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from test_main import DEMO_CFG, tiny_opts
 
 import main
 from inference.bundle import TRAINING_ONLY_KEYS, load_bundle
 from scripts import export_model, predict
+from tests.test_main import DEMO_CFG, tiny_opts
 from transforms import decoding, upsampling
 from transforms.decoding import decode_heatmaps
 from utils.errors import CheckpointError

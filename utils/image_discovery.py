@@ -16,7 +16,8 @@ IMAGE_SUFFIXES = frozenset(PIL_SUFFIXES | DICOM_SUFFIXES | {".npz"})
 @dataclass(frozen=True)
 class ImageInput:
     """An image file to predict and its ``id``: its path relative to the folder it was found
-    in, without the suffix (``/``-separated), or the file's stem when it was named itself."""
+    in (``/``-separated), or its name when it was named itself; without an image suffix
+    (a DICOM file named by its UID, ``1.2.840....``, keeps its whole name)."""
 
     path: Path
     id: str
@@ -24,6 +25,11 @@ class ImageInput:
 
 def _is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES or has_dicom_preamble(path)
+
+
+def _image_id(relative: Path) -> str:
+    known = relative.suffix.lower() in IMAGE_SUFFIXES
+    return (relative.with_suffix("") if known else relative).as_posix()
 
 
 def _hidden(relative: Path) -> bool:
@@ -45,10 +51,10 @@ def find_images(inputs: Sequence[str | Path]) -> list[ImageInput]:
     for given in inputs:
         path = Path(given)
         if path.is_file():
-            found.append(ImageInput(path, path.stem))
+            found.append(ImageInput(path, _image_id(Path(path.name))))
         elif path.is_dir():
             images = [
-                ImageInput(file, file.relative_to(path).with_suffix("").as_posix())
+                ImageInput(file, _image_id(file.relative_to(path)))
                 for file in sorted(path.rglob("*"))
                 if file.is_file() and not _hidden(file.relative_to(path)) and _is_image(file)
             ]
