@@ -8,15 +8,17 @@ upsampled map is ``Wy[rows] @ M @ Wx[cols].T``, the same numbers to float roundi
 
 Where can the maximum of the upsampled map lie? Group the output pixels into *cells* by the
 4 x 4 input pixels they are made of. An output value is a weighted sum of its cell's 16 values
-whose weights sum to 1, so it is at most ``max + N (max - min)`` over the cell, with ``N`` the
-largest total negative weight of any output pixel. Any computed output value ``L`` is a lower
-bound on the global maximum, so the maximum lies in a cell whose bound reaches ``L``.
+whose weights sum to 1, so it is at most ``(1 + N) max - N min`` over the cell, with ``N`` the
+largest total negative weight of any output pixel (0.45 for A = -0.75), and ``min`` at least
+the map's minimum ``m``. Any computed output value ``L`` is a lower bound on the global maximum,
+so the maximum lies in a cell holding an input pixel ``>= T = (L + N m) / (1 + N)``.
 :func:`candidate_regions` upsamples a small window around the low-resolution maximum to get
-``L``, then returns the output rectangle that covers every cell with bound >= ``L`` (several
-separate peaks included), widened by the decoder's window radius and clipped to the map: decoding
-it gives the coordinates of decoding the whole upsampled map, because the maximum and every
-pixel its decoder reads lie inside, and the rectangle only stops short of the decoder's window
-where the map itself ends.
+``L``, then returns the output rectangle that covers every cell within reach of a pixel
+``>= T`` (several separate peaks included), widened by the decoder's window radius and clipped
+to the map: decoding it gives the coordinates of decoding the whole upsampled map, because the
+maximum and every pixel its decoder reads lie inside, and the rectangle only stops short of the
+decoder's window where the map itself ends. Where the rectangle is large (several far-apart
+candidates, a flat map) the whole map is upsampled.
 """
 
 from __future__ import annotations
@@ -63,24 +65,6 @@ def bicubic_matrix(size_in: int, size_out: int) -> torch.Tensor:
     return _axis(int(size_in), int(size_out)).weights
 
 
-def _cell_bounds(heatmaps: torch.Tensor, negative_mass: float) -> torch.Tensor:
-    """(K, h + 1, w + 1) upper bound of the upsampled values in each cell (-1 .. h - 1 rows,
-    -1 .. w - 1 columns) of (K, h, w) ``heatmaps``."""
-    padded = F.pad(heatmaps[:, None], (2, 2, 2, 2), mode="replicate")[:, 0]
-
-    def pool(maps: torch.Tensor) -> torch.Tensor:  # 4 x 4 maximum, separable, stride 1
-        rows = torch.maximum(
-            torch.maximum(maps[:, :-3], maps[:, 1:-2]), torch.maximum(maps[:, 2:-1], maps[:, 3:])
-        )
-        return torch.maximum(
-            torch.maximum(rows[:, :, :-3], rows[:, :, 1:-2]),
-            torch.maximum(rows[:, :, 2:-1], rows[:, :, 3:]),
-        )
-
-    top, bottom = pool(padded), -pool(-padded)
-    return top + negative_mass * (top - bottom)
-
-
 def _span(cells: torch.Tensor, first: int, last: int, margin: int, size: int) -> tuple[int, int]:
     """[start, stop) of the output rows whose cell is within first .. last, widened by
     ``margin`` and clipped to 0 .. size."""
@@ -96,25 +80,32 @@ def candidate_regions(
     (the decoder's window) and clipped to the map: (y0, y1, x0, x1), half-open; None where it
     would exceed MAX_REGION_FRACTION of the map (then upsample that map whole)."""
     height, width = int(size[0]), int(size[1])
-    _, h, w = heatmaps.shape
+    count, h, w = heatmaps.shape
     ay, ax = _axis(h, height), _axis(w, width)
     heatmaps = heatmaps.detach().float().cpu()  # small; the weights live on the CPU
-    ny, nx = ay.negative_mass, ax.negative_mass
-    bounds = _cell_bounds(heatmaps, ny * (1 + nx) + nx * (1 + ny))  # 2D: products of 1D weights
-    regions = []
-    for heatmap, bound in zip(heatmaps, bounds, strict=True):
-        flat = int(torch.argmax(heatmap))
-        i, j = flat // w, flat % w
-        # L: the largest value upsampled around the low-resolution maximum (cells i-1 .. i).
+    negative = ay.negative_mass * (1 + ax.negative_mass) + ax.negative_mass * (1 + ay.negative_mass)
+    flat = heatmaps.reshape(count, -1).argmax(dim=1).tolist()
+    lower = torch.empty(count)
+    for k, (heatmap, index) in enumerate(zip(heatmaps, flat, strict=True)):
+        i, j = index // w, index % w  # L: upsampled around the maximum (its cells i-1 .. i)
         y0, y1 = _span(ay.cells, i - 1, i, 0, height)
         x0, x1 = _span(ax.cells, j - 1, j, 0, width)
-        lower = float(upsample_region(heatmap, size, (y0, y1, x0, x1)).max())
-        lower -= 1e-4 * float(heatmap.abs().max())  # float rounding: keep a cell that ties
-        candidates = torch.nonzero(bound >= lower) - 1  # cell indices
-        (cy0, cx0), (cy1, cx1) = candidates.min(dim=0).values, candidates.max(dim=0).values
-        # One output row more on each side: a row on a cell boundary in float rounding.
-        y0, y1 = _span(ay.cells, int(cy0), int(cy1), margin + 1, height)
-        x0, x1 = _span(ax.cells, int(cx0), int(cx1), margin + 1, width)
+        lower[k] = upsample_region(heatmap, size, (y0, y1, x0, x1)).max()
+    lower -= 1e-4 * heatmaps.abs().amax(dim=(1, 2))  # float rounding: keep a cell that ties
+    # A cell can reach L only if (1 + N) max - N min >= L over its 4 x 4 input pixels, so only
+    # if one of them is >= T = (L + N min(map)) / (1 + N): cells within reach of such pixels.
+    threshold = (lower + negative * heatmaps.amin(dim=(1, 2))) / (1 + negative)
+    above = heatmaps >= threshold[:, None, None]
+    rows, cols = above.any(dim=2), above.any(dim=1)  # (K, h), (K, w)
+    regions = []
+    for k in range(count):
+        found_rows, found_cols = torch.nonzero(rows[k])[:, 0], torch.nonzero(cols[k])[:, 0]
+        # Input pixel r is read by the output rows of cells r - 2 .. r + 1; one output pixel
+        # more on each side for a row on a cell boundary in float rounding.
+        y0, y1 = _span(
+            ay.cells, int(found_rows[0]) - 2, int(found_rows[-1]) + 1, margin + 1, height
+        )
+        x0, x1 = _span(ax.cells, int(found_cols[0]) - 2, int(found_cols[-1]) + 1, margin + 1, width)
         too_large = (y1 - y0) * (x1 - x0) > MAX_REGION_FRACTION * height * width
         regions.append(None if too_large else (y0, y1, x0, x1))
     return regions
