@@ -27,6 +27,7 @@ from inference.image_prediction import predict_images  # noqa: E402
 from inference.onnx_model import ONNX_SUFFIX, onnx_predictor  # noqa: E402
 from inference.prediction_files import check_output_folder, write_prediction_files  # noqa: E402
 from trainer.model_bundles import bundle_predictor  # noqa: E402
+from utils.devices import resolve_device  # noqa: E402
 from utils.errors import ConfigError, run_command  # noqa: E402
 from utils.image_discovery import find_images  # noqa: E402
 from utils.logging_setup import setup_logging  # noqa: E402
@@ -71,6 +72,11 @@ def run(argv: list[str] | None = None) -> int:
     setup_logging(verbose=False)
     output = Path(args.output)
     check_output_folder(output)
+    if args.device != "auto" and not args.model.lower().endswith(ONNX_SUFFIX):
+        try:
+            resolve_device(args.device)
+        except ConfigError as err:
+            raise ConfigError(f"--device {args.device}: {err}") from None
     images = find_images(args.input)
     start = time.perf_counter()
     settings, predictor = load_model(args)

@@ -111,10 +111,10 @@ def candidate_regions(
     return regions
 
 
-def _support(weights: torch.Tensor) -> slice:
-    """The input rows that (n, in) ``weights`` read (their non-zero columns)."""
-    used = torch.nonzero(weights.abs().sum(dim=0))[:, 0]
-    return slice(int(used.min()), int(used.max()) + 1)
+def _support(axis: _Axis, start: int, stop: int, size_in: int) -> slice:
+    """The input rows that output rows start:stop read: cells - 1 .. cells + 2, clamped."""
+    first, last = int(axis.cells[start]) - 1, int(axis.cells[stop - 1]) + 2
+    return slice(max(0, first), min(size_in, last + 1))
 
 
 def upsample_region(
@@ -125,9 +125,9 @@ def upsample_region(
     returned in the heatmap's dtype."""
     y0, y1, x0, x1 = region
     h, w = heatmap.shape
-    wy = bicubic_matrix(h, int(size[0]))[y0:y1]
-    wx = bicubic_matrix(w, int(size[1]))[x0:x1]
-    rows, cols = _support(wy), _support(wx)
-    device = heatmap.device
-    part = heatmap[rows, cols].double()
-    return (wy[:, rows].to(device) @ part @ wx[:, cols].T.to(device)).to(heatmap.dtype)
+    ay, ax = _axis(h, int(size[0])), _axis(w, int(size[1]))
+    rows, cols = _support(ay, y0, y1, h), _support(ax, x0, x1, w)
+    wy, wx = ay.weights[y0:y1, rows], ax.weights[x0:x1, cols]
+    if heatmap.device != wy.device:
+        wy, wx = wy.to(heatmap.device), wx.to(heatmap.device)
+    return (wy @ heatmap[rows, cols].double() @ wx.T).to(heatmap.dtype)
