@@ -113,25 +113,32 @@ def predict_images(
             )
             failed += dataset.failed
             if len(dataset):
-                results = predictor.predict(dataset, settings.methods, settings.smha_index)
-                for method, predictions in results.items():
-                    if settings.evaluation_mode == "use_input_size":
-                        predictions = to_original_pixels(predictions, settings.input_size)
-                    table = prediction_table(
-                        dataset, predictions, method, settings.evaluation_mode, None
-                    )
-                    table["image"] = [
-                        str(dataset.samples[i].image_path)
-                        for i in np.repeat(predictions.index, settings.num_landmarks)
-                    ]
-                    tables.append(table)
-                infos += image_infos(dataset, next(iter(results.values())))
+                chunk_tables, chunk_infos = predict_dataset(predictor, settings, dataset)
+                tables += chunk_tables
+                infos += chunk_infos
             progress.update(len(chunk))
     seconds = time.perf_counter() - start
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     if calibrations and not table.empty:
         table = add_conformal_radius(table, calibrations)
     return ImagePredictions(finish_table(table, settings, infos), infos, failed, seconds)
+
+
+def predict_dataset(
+    predictor: Predictor, settings: BundleSettings, dataset: ImageListDataset
+) -> tuple[list[pd.DataFrame], list[ImageInfo]]:
+    """``prediction_table`` of each method for the images of ``dataset``, in original-image
+    pixels, with their files in ``image``; and the images' sizes and pixel sizes."""
+    results = predictor.predict(dataset, settings.methods, settings.smha_index)
+    tables = []
+    for method, predictions in results.items():
+        if settings.evaluation_mode == "use_input_size":
+            predictions = to_original_pixels(predictions, settings.input_size)
+        table = prediction_table(dataset, predictions, method, settings.evaluation_mode, None)
+        files = [str(dataset.samples[int(i)].image_path) for i in predictions.index]
+        table["image"] = np.repeat(files, settings.num_landmarks)
+        tables.append(table)
+    return tables, image_infos(dataset, next(iter(results.values())))
 
 
 def image_infos(dataset: ImageListDataset, predictions: Predictions) -> list[ImageInfo]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +109,6 @@ def write_prediction_files(
     model: str,
     figures: bool = False,
     slicer: bool = False,
-    landmark_labels: Sequence[str] | None = None,
 ) -> list[Path]:
     """Write predictions.csv and predictions.json into ``folder``, with ``figures`` one
     overlay PNG per image (figures/<id>.png, every method's first rows: the first method),

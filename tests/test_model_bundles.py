@@ -18,7 +18,9 @@ from scripts import export_model, predict
 from tests.test_main import DEMO_CFG, tiny_opts
 from transforms import decoding, upsampling
 from transforms.decoding import decode_heatmaps
+from utils.coordinates import resize_coords
 from utils.errors import CheckpointError
+from utils.image_io import read_image
 
 NAMES = ["nose", "left", "tail", "right"]
 
@@ -110,6 +112,25 @@ def test_predict_gives_main_py_numbers(runs, bundle_path, tiny_data, tmp_path):
     assert list(got["landmark_name"][:4]) == NAMES
     # The same again is refused rather than overwritten.
     assert predict.main(["--model", str(bundle_path), "-i", str(images[0]), "-o", str(out)]) == 2
+
+
+def test_use_input_size_predictions_are_mapped_to_the_image_files(runs, tiny_data, tmp_path):
+    """A bundle decoding in input pixels writes main.py's predictions mapped to file pixels."""
+    mode = ["INFERENCE.EVALUATION_MODE", "use_input_size"]
+    bundle = export(runs[1], tmp_path / "input.lannu", extra=mode)
+    checkpoint = ["TRAINER.INFERENCE_ONLY", "True", "MODEL.CHECKPOINT"]
+    checkpoint.append(str(runs[1] / "model_best.model"))
+    run = tmp_path / "run"
+    assert main.main(["--cfg", DEMO_CFG, *tiny_opts(tiny_data, run), *checkpoint, *mode]) == 0
+    expected = main_predictions(run / "results" / "model_best" / "predictions.csv", tiny_data)
+    sizes = {Path(p).stem: read_image(p).pixels.shape for p in demo_test_images(tiny_data)}
+    for n, row in expected.iterrows():
+        point = resize_coords(np.array([[row.pred_x, row.pred_y]]), (32, 40), sizes[row.file])
+        expected.loc[n, ["pred_x", "pred_y"]] = point[0]
+    out = tmp_path / "out"
+    images = [str(p) for p in demo_test_images(tiny_data)]
+    assert predict.main(["--model", str(bundle), "-i", *images, "-o", str(out)]) == 0
+    compare(expected, pd.read_csv(out / "predictions.csv"), ["pred_x", "pred_y"], atol=0.01)
 
 
 def test_folder_with_nested_folder_and_corrupt_file(bundle_path, tiny_data, tmp_path, capsys):
