@@ -12,7 +12,8 @@ upsampled. Untrained networks give flat, noisy heatmaps whose maximum can be any
 there most heatmaps are upsampled whole anyway; the line "windows" says how many were not.
 The second table isolates decoding: --landmarks Gaussian peaks (the config's sigma) with 1 %
 noise at the input size, decoded into --image-size with INFERENCE.DECODING.
-Peak memory: the growth of the process's peak resident memory (``resource``; Linux, KiB).
+The bundle's load time is measured in a fresh process. Peak memory: the growth of the
+process's peak resident memory (``resource``; Linux).
 Threads: torch's default, or OMP_NUM_THREADS / torch.set_num_threads as you start it.
 """
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -78,6 +80,24 @@ def make_bundle(args: argparse.Namespace, folder: Path) -> Path:
     return path
 
 
+def fresh_load_seconds(path: Path) -> float:
+    """Seconds to read a bundle and build its predictor in a new Python process (modules
+    already imported, as by ``predict.py``'s start; the first import of the optimizer's
+    torch._dynamo included)."""
+    code = (
+        "import sys, time; sys.path.insert(0, sys.argv[2]);"
+        "from inference.bundle import load_bundle;"
+        "from trainer.model_bundles import bundle_predictor;"
+        "start = time.perf_counter(); bundle_predictor(load_bundle(sys.argv[1]), sys.argv[1]);"
+        "print(time.perf_counter() - start)"
+    )
+    root = str(Path(__file__).resolve().parents[1])
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(path), root], capture_output=True, text=True, check=True
+    )
+    return float(done.stdout.strip().splitlines()[-1])
+
+
 def write_images(folder: Path, count: int, size: tuple[int, int]) -> None:
     rng = np.random.default_rng(0)
     folder.mkdir()
@@ -122,10 +142,8 @@ def run(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         bundle_path = make_bundle(args, folder)
-        start = time.perf_counter()
+        load_seconds = fresh_load_seconds(bundle_path)
         bundle = load_bundle(bundle_path)
-        bundle_predictor(bundle, str(bundle_path), "auto")
-        load_seconds = time.perf_counter() - start
         settings = bundle.settings
         write_images(folder / "images", args.images, size)
         images = find_images([folder / "images"])
