@@ -8,7 +8,12 @@ import torch
 from transforms import upsampling
 from transforms.decoding import DECODERS, decode_heatmaps, decode_upsampled
 from transforms.generate_labels import gaussian_heatmaps
-from transforms.upsampling import bicubic_matrix, candidate_regions, upsample_region
+from transforms.upsampling import (
+    bicubic_matrix,
+    candidate_regions,
+    upsample_region,
+    upsample_regions,
+)
 from utils.coordinates import resize_heatmaps
 
 SIZE, UP = (30, 44), (97, 131)  # non-square, non-integer factors
@@ -32,6 +37,24 @@ def test_region_equals_the_same_pixels_of_f_interpolate():
         )
     rows = bicubic_matrix(SIZE[1], UP[1]).sum(dim=1)
     assert rows.allclose(torch.ones(UP[1], dtype=torch.float64))  # weights sum to 1
+
+
+def test_batched_windows_hold_their_regions_and_equal_f_interpolate():
+    torch.manual_seed(2)
+    maps = torch.rand(3, *SIZE)
+    full = resize_heatmaps(maps[None], UP)[0]
+    regions = [(0, 97, 0, 131), (10, 20, 120, 131), (90, 97, 3, 9)]  # whole, edges, corner
+    windows, corners = upsample_regions(maps, UP, regions)
+    assert windows.shape == (3, 97, 131)  # the largest region's size
+    for n, (y0, y1, x0, x1) in enumerate(regions):
+        cx, cy = int(corners[n, 0]), int(corners[n, 1])
+        assert cx <= x0 and x1 <= cx + 131 and cy <= y0 and y1 <= cy + 97
+        expected = full[n, cy : cy + 97, cx : cx + 131]
+        torch.testing.assert_close(windows[n], expected, atol=1e-5, rtol=1e-5)
+    small, corners = upsample_regions(maps[1:], UP, regions[1:])
+    assert small.shape == (2, 10, 11) and corners[0].tolist() == [120, 10]
+    assert corners[1].tolist() == [3, 87]  # widened upwards, inside the map
+    torch.testing.assert_close(small[1], full[2, 87:97, 3:14], atol=1e-5, rtol=1e-5)
 
 
 def test_a_peak_between_pixels_that_wins_only_after_upsampling():

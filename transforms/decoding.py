@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from transforms.upsampling import candidate_regions, upsample_region
+from transforms.upsampling import candidate_regions, upsample_regions
 from utils.coordinates import resize_coords, resize_heatmaps, scale_factors
 
 EVALUATION_MODES = ("scale_heatmap_first", "scale_pred_coords", "use_input_size")
@@ -202,37 +202,22 @@ def decode_upsampled(
         (K, 2) x,y in pixels of the upsampled maps.
     """
     margin = decoder_radius(method, sigma)
-    coords = []
-    for heatmap, region in zip(heatmaps, candidate_regions(heatmaps, size, margin), strict=True):
-        if region is None:
-            full = resize_heatmaps(heatmap[None, None], size)
-            coords.append(decode_heatmaps(full, method, sigma)[0][0, 0])
-            continue
-        window = upsample_region(heatmap, size, region)
-        corner = torch.tensor([region[2], region[0]], dtype=window.dtype, device=window.device)
-        coords.append(decode_heatmaps(window[None, None], method, sigma)[0][0, 0] + corner)
-    return torch.stack(coords)
-
-
-def argmax_quadratic(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The maximum pixel of each heatmap and the Newton step of the quadratic through its 3x3
-    neighbourhood, in tensor operations only (no data-dependent branches), so that it can be
-    part of an exported (ONNX) graph with any batch size.
-
-    It is ``decode_heatmaps(heatmaps, "quadratic")`` except within one pixel of the border,
-    where that takes a Gaussian fit and this the step along the axes it can (or none).
-
-    Args:
-        heatmaps: (B, K, H, W).
-    Returns:
-        coords (B, K, 2) x,y in pixels of the heatmaps, and the maxima (B, K).
-    """
-    batch, landmarks, height, width = heatmaps.shape
-    peak_coords, peak = heatmap_argmax(heatmaps)
-    maps = heatmaps.reshape(batch * landmarks, height, width).float()
-    centres = peak_coords.reshape(batch * landmarks, 2)
-    offset = _newton_offset(*_windows(maps, centres, 1))
-    return (centres + offset).reshape(batch, landmarks, 2).to(heatmaps.dtype), peak
+    regions = candidate_regions(heatmaps, size, margin)
+    coords = torch.empty(len(heatmaps), 2, dtype=heatmaps.dtype, device=heatmaps.device)
+    whole = [k for k, region in enumerate(regions) if region is None]
+    windowed = [k for k, region in enumerate(regions) if region is not None]
+    if whole:
+        maps = resize_heatmaps(heatmaps[whole][None], size)
+        coords[whole] = decode_heatmaps(maps, method, sigma)[0][0].to(coords.dtype)
+    if windowed:
+        # One batch of equal windows: each still holds its region, and ends only where its
+        # region does or at the map's border, so every decoder reads what it reads on the map.
+        windows, corners = upsample_regions(
+            heatmaps[windowed], size, [regions[k] for k in windowed]
+        )
+        decoded = decode_heatmaps(windows[None], method, sigma)[0][0]
+        coords[windowed] = (decoded + corners).to(coords.dtype)
+    return coords
 
 
 @dataclass

@@ -131,3 +131,51 @@ def upsample_region(
     if heatmap.device != wy.device:
         wy, wx = wy.to(heatmap.device), wx.to(heatmap.device)
     return (wy @ heatmap[rows, cols].double() @ wx.T).to(heatmap.dtype)
+
+
+def _common_starts(
+    starts: torch.Tensor, stops: torch.Tensor, size: int
+) -> tuple[torch.Tensor, int]:
+    """Starts of spans of one common length (the longest of ``starts``:``stops``), each
+    covering its own span and shifted inwards where it would leave 0 .. size."""
+    length = int((stops - starts).max())
+    return torch.minimum(starts, torch.full_like(starts, size - length)), length
+
+
+def upsample_regions(
+    heatmaps: torch.Tensor, size: Sequence[int], regions: Sequence[tuple[int, int, int, int]]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Windows of the bicubic upsampling of (N, h, w) ``heatmaps`` to ``size`` (H, W), one per
+    region (y0, y1, x0, x1), all of the largest region's size: a smaller region is widened,
+    away from the map's border where it would leave the map, so that each window holds its
+    region and ends only where its region does or at the map's border.
+
+    Returns:
+        windows (N, S_y, S_x) in the heatmaps' dtype (computed in float64), and their top-left
+        corners (N, 2) x,y in pixels of the upsampled map.
+    """
+    height, width = int(size[0]), int(size[1])
+    _, h, w = heatmaps.shape
+    ay, ax = _axis(h, height), _axis(w, width)
+    bounds = torch.tensor(regions, dtype=torch.long)
+    y0, sy = _common_starts(bounds[:, 0], bounds[:, 1], height)
+    x0, sx = _common_starts(bounds[:, 2], bounds[:, 3], width)
+    ys = y0[:, None] + torch.arange(sy)  # (N, S_y) output rows
+    xs = x0[:, None] + torch.arange(sx)
+    # The input rows (columns) the windows read, one common number of them.
+    r0, ly = _common_starts(
+        (ay.cells[ys[:, 0]] - 1).clamp(min=0), (ay.cells[ys[:, -1]] + 3).clamp(max=h), h
+    )
+    c0, lx = _common_starts(
+        (ax.cells[xs[:, 0]] - 1).clamp(min=0), (ax.cells[xs[:, -1]] + 3).clamp(max=w), w
+    )
+    rs = r0[:, None] + torch.arange(ly)
+    cs = c0[:, None] + torch.arange(lx)
+    wy = ay.weights[ys[:, :, None], rs[:, None, :]]  # (N, S_y, L_y)
+    wx = ax.weights[xs[:, :, None], cs[:, None, :]]  # (N, S_x, L_x)
+    device = heatmaps.device
+    index = torch.arange(len(regions))[:, None, None]
+    parts = heatmaps[index.to(device), rs[:, :, None].to(device), cs[:, None, :].to(device)]
+    windows = wy.to(device) @ parts.double() @ wx.transpose(1, 2).to(device)
+    corners = torch.stack([x0, y0], dim=-1).to(device=device, dtype=heatmaps.dtype)
+    return windows.to(heatmaps.dtype), corners
