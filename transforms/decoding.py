@@ -220,6 +220,27 @@ def decode_upsampled(
     return coords
 
 
+def argmax_quadratic(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The maximum pixel of each heatmap and the Newton step of the quadratic through its 3x3
+    neighbourhood, in tensor operations only (no data-dependent branches), so that it can be
+    part of an exported (ONNX) graph with any batch size.
+
+    It is ``decode_heatmaps(heatmaps, "quadratic")`` except within one pixel of the border,
+    where that takes a Gaussian fit and this the step along the axes it can (or none).
+
+    Args:
+        heatmaps: (B, K, H, W).
+    Returns:
+        coords (B, K, 2) x,y in pixels of the heatmaps, and the maxima (B, K).
+    """
+    batch, landmarks, height, width = heatmaps.shape
+    peak_coords, peak = heatmap_argmax(heatmaps)
+    maps = heatmaps.reshape(batch * landmarks, height, width).float()
+    centres = peak_coords.reshape(batch * landmarks, 2)
+    offset = _newton_offset(*_windows(maps, centres, 1))
+    return (centres + offset).reshape(batch, landmarks, 2).to(heatmaps.dtype), peak
+
+
 @dataclass
 class GaussianFit:
     """Fitted 2D Gaussians: mean (B, K, 2) x,y and covariance (B, K, 2, 2) in heatmap pixels
