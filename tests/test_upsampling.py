@@ -92,6 +92,13 @@ def test_windowed_decoding_equals_whole_upsampling(method, fraction, monkeypatch
     torch.testing.assert_close(got, expected[0], atol=1e-3, rtol=0)
 
 
+def test_an_image_smaller_than_the_input_is_resized_whole():
+    maps = peaks([[12.0, 10.0]], [1.0])
+    assert candidate_regions(maps, (20, 60), margin=2) == [None]
+    expected, _ = decode_heatmaps(resize_heatmaps(maps[None], (20, 60)), "dark", 1.0)
+    torch.testing.assert_close(decode_upsampled(maps, (20, 60), "dark", 1.0), expected[0])
+
+
 def test_large_candidate_regions_fall_back_to_the_whole_map(monkeypatch):
     maps = peaks([[3.0, 25.0], [40.0, 4.0]], [1.0, 1.0 - 1e-6])
     assert candidate_regions(maps, UP, margin=2) == [None]

@@ -78,9 +78,12 @@ def candidate_regions(
     """For each of the (K, h, w) ``heatmaps``, the rectangle of its bicubic upsampling to
     ``size`` (H, W) that holds the upsampled map's maximum, widened by ``margin`` output pixels
     (the decoder's window) and clipped to the map: (y0, y1, x0, x1), half-open; None where it
-    would exceed MAX_REGION_FRACTION of the map (then upsample that map whole)."""
+    would exceed MAX_REGION_FRACTION of the map, or where the map shrinks along an axis (then
+    resize that map whole)."""
     height, width = int(size[0]), int(size[1])
     count, h, w = heatmaps.shape
+    if height < h or width < w:  # shrinking: no cells to skip (and a cell may hold no pixel)
+        return [None] * count
     ay, ax = _axis(h, height), _axis(w, width)
     heatmaps = heatmaps.detach().float().cpu()  # small; the weights live on the CPU
     negative = ay.negative_mass * (1 + ax.negative_mass) + ax.negative_mass * (1 + ay.negative_mass)
