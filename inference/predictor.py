@@ -44,12 +44,14 @@ class InferenceModel:
     images, ``decode`` (its trainer's ``get_coords_from_heatmap``), its ``label_generator`` and
     the JSON indices of its landmarks; ``source`` names it in errors (its checkpoint);
     ``layout``, the shape model's decoder when INFERENCE.CONSISTENT_DECODING or
-    SHAPE_UNCERTAINTY asks for it (an ensemble uses its first model's)."""
+    SHAPE_UNCERTAINTY asks for it (an ensemble uses its first model's). An ONNX model
+    (inference/onnx_model.py) has its own runner and no label generator (so no
+    INFERENCE.DEBUG figures)."""
 
     network: torch.nn.Module
     runner: WholeImageRunner
     decode: Callable[[Any, torch.Tensor], tuple]
-    label_generator: LabelGenerator
+    label_generator: LabelGenerator | None
     landmark_ids: list[int]
     device: torch.device
     source: str = "model"

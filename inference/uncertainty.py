@@ -182,6 +182,33 @@ class UncertaintyCalibration:
         scale = np.maximum(self.bin_mean_error[self.assign_bins(scores[hold_out])], 1e-12)
         self.quantile = conformal_quantile(errors[hold_out] / scale, alpha)
 
+    def to_state(self) -> dict[str, float | list[float]]:
+        """The fitted calibration as plain values (a model bundle stores it)."""
+        return {
+            "alpha": float(self.alpha),
+            "edges": [float(v) for v in self.edges],
+            "bin_mean_error": [float(v) for v in self.bin_mean_error],
+            "bin_bound": [float(v) for v in self.bin_bound],
+            "quantile": float(self.quantile),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict) -> UncertaintyCalibration:
+        """The calibration :meth:`to_state` wrote (a KeyError names a missing value)."""
+        calibration = cls.__new__(cls)
+        calibration.alpha = float(state["alpha"])
+        calibration.edges = np.asarray(state["edges"], dtype=float)
+        calibration.bin_mean_error = np.asarray(state["bin_mean_error"], dtype=float)
+        calibration.bin_bound = np.asarray(state["bin_bound"], dtype=float)
+        calibration.quantile = float(state["quantile"])
+        if (
+            not len(calibration.bin_mean_error)
+            == len(calibration.bin_bound)
+            == calibration.num_bins
+        ):
+            raise ValueError("bin_mean_error and bin_bound need one value per bin")
+        return calibration
+
     @property
     def num_bins(self) -> int:
         return len(self.edges) + 1

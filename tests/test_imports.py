@@ -1,8 +1,9 @@
 """The project's modules import each other in one direction and without circles.
 
 Layers, lowest first: utils and config; models, losses, transforms, datasets, tracking;
-inference; trainer; the trainer index; planning (config_auto); main. A module may import its
-own layer or lower ones, at the top of the file or inside a function alike.
+inference; trainer; the trainer index (and model bundles, built on it); planning (config_auto);
+main. A module may import its own layer or lower ones, at the top of the file or inside a
+function alike.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ LAYERS = [
     ("models", "losses", "transforms", "datasets", "tracking"),
     ("inference",),
     ("trainer",),
-    ("trainer.model_trainer_index",),
+    ("trainer.model_trainer_index", "trainer.model_bundles"),
     ("config_auto",),
     ("main",),
 ]

@@ -82,7 +82,11 @@ class CheckpointMixin:
 
     def load_checkpoint(self, path: str | Path, resume_training: bool) -> None:
         """Load network weights (and, to resume, optimizer, scaler, epoch and history)."""
-        state = load_checkpoint(path, map_location=self.device)
+        self.load_state(load_checkpoint(path, map_location=self.device), path, resume_training)
+
+    def load_state(self, state: dict, path: str | Path, resume_training: bool) -> None:
+        """Load a checkpoint's ``state`` (read from ``path``, which errors name, or a model
+        bundle's member): network weights, and to resume the training state too."""
         self.check_checkpoint(path, state)
         if self.network is None:
             self.initialize(int(state["num_landmarks"]))

@@ -72,14 +72,25 @@ def load_predictor(checkpoints: Sequence[str | Path], cfg: CfgNode | None = None
     """A predictor of ``checkpoints`` (one model, or an ensemble of the same architecture),
     each loaded once with :func:`load_trainer` from ``cfg`` or its own saved config."""
     trainers = [load_trainer(path, cfg) for path in checkpoints]
+    return predictor_of(trainers, [str(path) for path in checkpoints])
+
+
+def predictor_of(
+    trainers: Sequence[ModelTrainerBase],
+    sources: Sequence[str],
+    batch_size: int | None = None,
+    num_workers: int | None = None,
+) -> Predictor:
+    """A predictor of loaded ``trainers`` (named by ``sources`` in errors), batched and loaded
+    as the first one's run does unless ``batch_size`` / ``num_workers`` are given."""
     first = trainers[0]
     return Predictor(
         [
-            trainer.inference_model(str(path))
-            for trainer, path in zip(trainers, checkpoints, strict=True)
+            trainer.inference_model(source)
+            for trainer, source in zip(trainers, sources, strict=True)
         ],
-        batch_size=first.solver.batch_size,
-        num_workers=first.data.num_workers,
+        batch_size=first.solver.batch_size if batch_size is None else batch_size,
+        num_workers=first.data.num_workers if num_workers is None else num_workers,
     )
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from transforms.upsampling import candidate_regions, upsample_regions
 from utils.coordinates import resize_coords, resize_heatmaps, scale_factors
 
 EVALUATION_MODES = ("scale_heatmap_first", "scale_pred_coords", "use_input_size")
@@ -48,6 +49,25 @@ def heatmap_argmax(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return coords, values
 
 
+def _fit_radius(sigma: float) -> int:
+    """Window radius (pixels) of the Gaussian fit and of ``local_soft_argmax``."""
+    return max(2, math.ceil(3 * sigma))
+
+
+def _dark_radius(sigma: float) -> int:
+    """Radius of DARK's window: the 3x3 Newton neighbourhood plus its smoothing kernel's."""
+    return 1 + max(1, math.ceil(3 * max(0.5 * sigma, 0.5)))
+
+
+def decoder_radius(method: str, sigma: float) -> int:
+    """The farthest pixel (Chebyshev distance from the maximum pixel) that ``method`` reads
+    with ``sigma``, the Gaussian-fit fallback near the border included."""
+    if method == "argmax":
+        return 0
+    own = {"quadratic": 1, "dark": _dark_radius(sigma)}.get(method, _fit_radius(sigma))
+    return max(own, _fit_radius(sigma))
+
+
 def _windows(
     maps: torch.Tensor, centres: torch.Tensor, radius: int, rows: torch.Tensor | None = None
 ):
@@ -59,7 +79,9 @@ def _windows(
     xs = centres[:, 0:1].long() + offsets  # (N, 2r+1)
     ys = centres[:, 1:2].long() + offsets
     inside = ((xs >= 0) & (xs < width))[:, None, :] & ((ys >= 0) & (ys < height))[:, :, None]
-    rows = torch.arange(len(maps), device=maps.device) if rows is None else rows
+    rows = (
+        torch.arange(maps.shape[0], device=maps.device) if rows is None else rows
+    )  # symbolic in export
     rows = rows[:, None, None]
     window = maps[rows, ys.clamp(0, height - 1)[:, :, None], xs.clamp(0, width - 1)[:, None, :]]
     return window, inside
@@ -101,7 +123,7 @@ def _dark_offset(maps: torch.Tensor, centres: torch.Tensor, sigma: float) -> tor
     the smoothing window leaves the map, on the log of the map itself (padding would bias)."""
     kernel = _gaussian_kernel(max(0.5 * sigma, 0.5), maps.device, maps.dtype)
     pad = len(kernel) // 2
-    window, inside = _windows(maps, centres, 1 + pad)
+    window, inside = _windows(maps, centres, _dark_radius(sigma))
     smooth = F.conv2d(window[:, None], kernel.view(1, 1, 1, -1))
     smooth = F.conv2d(smooth, kernel.view(1, 1, -1, 1))[:, 0]  # (N, 3, 3)
     raw = window[:, pad:-pad, pad:-pad]
@@ -148,7 +170,7 @@ def decode_heatmaps(
     elif method == "dark":
         offset = _dark_offset(maps, centres, sigma)
     else:  # local_soft_argmax
-        radius = max(2, math.ceil(3 * sigma))
+        radius = _fit_radius(sigma)
         window, inside = _windows(maps, centres, radius)
         top = window.amax(dim=(1, 2), keepdim=True)
         above = (window - _SOFT_ARGMAX_THRESHOLD * top).clamp_min(0)
@@ -218,6 +240,62 @@ def heatmap_candidates(
     return coords.to(heatmaps.dtype), values.reshape(batch, landmarks, count).to(heatmaps.dtype)
 
 
+def decode_upsampled(
+    heatmaps: torch.Tensor, size: Sequence[int], method: str, sigma: float
+) -> torch.Tensor:
+    """Decode (K, h, w) heatmaps bicubically upsampled to ``size`` (H, W), as
+    ``decode_heatmaps(resize_heatmaps(heatmaps[None], size), method, sigma)`` does, but each
+    heatmap upsampled only in the rectangle that holds its maximum and the decoder's window
+    (transforms/upsampling.py; the whole map where that rectangle is large).
+
+    Args:
+        heatmaps: (K, h, w).
+        size: (H, W) to upsample to.
+        method: one of DECODERS.
+        sigma: the peaks' sigma in pixels of the upsampled maps.
+    Returns:
+        (K, 2) x,y in pixels of the upsampled maps.
+    """
+    margin = decoder_radius(method, sigma)
+    regions = candidate_regions(heatmaps, size, margin)
+    coords = torch.empty(len(heatmaps), 2, dtype=heatmaps.dtype, device=heatmaps.device)
+    whole = [k for k, region in enumerate(regions) if region is None]
+    windowed = [k for k, region in enumerate(regions) if region is not None]
+    if whole:
+        maps = resize_heatmaps(heatmaps[whole][None], size)
+        coords[whole] = decode_heatmaps(maps, method, sigma)[0][0].to(coords.dtype)
+    if windowed:
+        # One batch of equal windows: each still holds its region, and ends only where its
+        # region does or at the map's border, so every decoder reads what it reads on the map.
+        windows, corners = upsample_regions(
+            heatmaps[windowed], size, [regions[k] for k in windowed]
+        )
+        decoded = decode_heatmaps(windows[None], method, sigma)[0][0]
+        coords[windowed] = (decoded + corners).to(coords.dtype)
+    return coords
+
+
+def argmax_quadratic(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The maximum pixel of each heatmap and the Newton step of the quadratic through its 3x3
+    neighbourhood, in tensor operations only (no data-dependent branches), so that it can be
+    part of an exported (ONNX) graph with any batch size.
+
+    It is ``decode_heatmaps(heatmaps, "quadratic")`` except within one pixel of the border,
+    where that takes a Gaussian fit and this the step along the axes it can (or none).
+
+    Args:
+        heatmaps: (B, K, H, W).
+    Returns:
+        coords (B, K, 2) x,y in pixels of the heatmaps, and the maxima (B, K).
+    """
+    batch, landmarks, height, width = heatmaps.shape
+    peak_coords, peak = heatmap_argmax(heatmaps)
+    maps = heatmaps.reshape(batch * landmarks, height, width).float()
+    centres = peak_coords.reshape(batch * landmarks, 2)
+    offset = _newton_offset(*_windows(maps, centres, 1))
+    return (centres + offset).reshape(batch, landmarks, 2).to(heatmaps.dtype), peak
+
+
 @dataclass
 class GaussianFit:
     """Fitted 2D Gaussians: mean (B, K, 2) x,y and covariance (B, K, 2, 2) in heatmap pixels
@@ -235,7 +313,7 @@ def _fit_gaussian_rows(
     """Guo's fit on (N, H, W) ``maps`` around integer x,y ``centres`` (N, 2): mean (N, 2),
     covariance (N, 2, 2), amplitude (N,) and a validity mask (N,), in float64."""
     maps, centres = maps.double(), centres.double()
-    radius = max(2, math.ceil(3 * sigma))
+    radius = _fit_radius(sigma)
     window, inside = _windows(maps, centres, radius)
     top = window.amax(dim=(1, 2), keepdim=True)
     used = inside & (window > 0.05 * top) & (top > _EPS)
@@ -355,11 +433,10 @@ def heatmap_to_coords(
         coords, covariance = fit.mean[0], fit.covariance[0]
     else:
         if evaluation_mode == "scale_heatmap_first":
-            maps = resize_heatmaps(maps, original_size)
             sigma = sigma * max(scale_factors(input_size, original_size))
-        coords = decode_heatmaps(maps, method, sigma)[0][0]
-        if evaluation_mode == "scale_heatmap_first":
+            coords = decode_upsampled(maps[0], original_size, method, sigma)
             return DecodedLandmarks(coords, peak[0])
+        coords = decode_heatmaps(maps, method, sigma)[0][0]
     if evaluation_mode != "use_input_size":
         coords = resize_coords(coords, input_size, original_size)
         if covariance is not None:

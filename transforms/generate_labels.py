@@ -141,6 +141,12 @@ class LabelGenerator(ABC):
         """
         return self.decoder.decode(self.display_maps(output), original_sizes, self.sigma)
 
+    def decoding_sigma(self) -> float | list[float] | None:
+        """The sigma (input pixels; a list: one per landmark) with which :meth:`decode` decodes
+        :meth:`display_maps` with ``self.decoder``, or None when ``decode`` does more than
+        that (then decoding needs this class, e.g. outside PyTorch: ONNX export refuses)."""
+        return self.sigma if type(self).decode is LabelGenerator.decode else None
+
     def stitch_heatmap(
         self,
         forward: Callable[[torch.Tensor], Any],
@@ -236,11 +242,13 @@ class UNetLabelGenerator(LabelGenerator):
         return output[:1]
 
     def decode(self, output, original_sizes):
-        # With learned sigmas, each landmark's decoder window fits its own sigma.
-        sigma = self.sigma
+        return self.decoder.decode(output[0], original_sizes, self.decoding_sigma())
+
+    def decoding_sigma(self) -> float | list[float]:
+        """With learned sigmas, each landmark's decoder window fits its own sigma."""
         if self.learned_sigmas is not None:
-            sigma = self.learned_sigmas().detach().cpu().tolist()
-        return self.decoder.decode(output[0], original_sizes, sigma)
+            return self.learned_sigmas().detach().cpu().tolist()
+        return self.sigma
 
     def generate_labels(self, landmarks, landmarks_in_indicator, image_size, x_y_corner_patch=None):
         coords = landmarks.float()

@@ -34,16 +34,24 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
         raise
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint; a missing or corrupt file raises CheckpointError naming it."""
+def load_torch_file(
+    path: str | Path, what: str = "checkpoint", map_location: str | torch.device = "cpu"
+) -> Any:
+    """``torch.load(path, weights_only=True)`` (tensors and plain values only, no code); a
+    missing, corrupt or foreign file raises CheckpointError naming it and ``what`` it is."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+        raise CheckpointError(f"{what} not found: {path}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch.load raises many types for a damaged or foreign file
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint ({first_line})") from None
+        raise CheckpointError(f"{path}: not a readable {what} ({first_line})") from None
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint; a missing or corrupt file raises CheckpointError naming it."""
+    state = load_torch_file(path, "checkpoint", map_location)
     if not isinstance(state, dict) or "network" not in state or "config" not in state:
         raise CheckpointError(f"{path}: not a LaNNU-Net checkpoint (no network or config)")
     return state

@@ -2,7 +2,8 @@
 
 Supported: PNG, JPEG, TIFF and BMP (8 or 16 bit, grayscale or colour converted to gray), NPZ (the
 array under key ``image``, or the only array), DICOM (rescale slope/intercept applied,
-PixelSpacing read). Every error names the file.
+PixelSpacing read; also a file of any other name that starts like DICOM). Every error names
+the file.
 """
 
 from __future__ import annotations
@@ -76,6 +77,16 @@ def _read_dicom(path: Path) -> LoadedImage:
     return LoadedImage(array, pixel_size)
 
 
+def has_dicom_preamble(path: str | Path) -> bool:
+    """Whether a file starts like a DICOM file (``DICM`` after the 128-byte preamble), as DICOM
+    files without a suffix, or named by their UID (``1.2.840....``), do."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
+
+
 def read_image(path: str | Path) -> LoadedImage:
     """Decode an image file to a (H, W) float32 array, not yet normalised."""
     path = Path(path)
@@ -87,7 +98,7 @@ def read_image(path: str | Path) -> LoadedImage:
             loaded = _read_pil(path)
         elif suffix == ".npz":
             loaded = _read_npz(path)
-        elif suffix in DICOM_SUFFIXES:
+        elif suffix in DICOM_SUFFIXES or has_dicom_preamble(path):
             loaded = _read_dicom(path)
         else:
             raise DataError(
