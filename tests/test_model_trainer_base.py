@@ -151,21 +151,24 @@ def test_history_row_has_throughput(tmp_path):
     assert row["seconds"] == pytest.approx(5.0, abs=0.5) and row["epoch"] == 1
 
 
-def test_flip_tta_output_is_flip_equivariant(tmp_path):
-    """With TTA_FLIP, predicting a flipped image gives exactly the flipped heatmaps."""
-    trainer = make_trainer(tmp_path, "INFERENCE.TTA_FLIP", "True")
+def tta_outputs(trainer, dim: int) -> tuple:
+    """The evaluation-mode outputs of a fixed random (1, 1, 32, 48) image and of it flipped
+    along ``dim``."""
     trainer.network.eval()
     image = torch.randn(1, 1, 32, 48, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        direct = trainer.inference_forward(image)
-        flipped = trainer.inference_forward(image.flip(-2))
+        return trainer.inference_forward(image), trainer.inference_forward(image.flip(dim))
+
+
+def test_flip_tta_output_is_flip_equivariant(tmp_path):
+    """With TTA_FLIP, predicting a flipped image gives exactly the flipped heatmaps."""
+    trainer = make_trainer(tmp_path, "INFERENCE.TTA_FLIP", "True")
+    direct, flipped = tta_outputs(trainer, -2)
     for a, b in zip(direct, flipped, strict=True):
         torch.testing.assert_close(a, b.flip(-2), atol=1e-5, rtol=0)
     plain = make_trainer(tmp_path, "INFERENCE.TTA_FLIP", "False")  # same seed, other TTA
     plain.network.load_state_dict(trainer.network.state_dict())
-    plain.network.eval()
-    with torch.no_grad():
-        single = plain.inference_forward(image)
+    single = tta_outputs(plain, -2)[0]
     assert not torch.allclose(single[0], direct[0])  # TTA really averaged two predictions
 
 
@@ -226,10 +229,6 @@ def test_horizontal_flip_tta_is_equivariant_with_swapped_pairs(tmp_path):
     )
     trainer.flip_pairs = [(0, 2)]
     assert trainer.whole_image_runner().flip_axis == "horizontal"
-    trainer.network.eval()
-    image = torch.randn(1, 1, 32, 48, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        direct = trainer.inference_forward(image)
-        mirrored = trainer.inference_forward(image.flip(-1))
+    direct, mirrored = tta_outputs(trainer, -1)
     for a, b in zip(direct, mirrored, strict=True):
         torch.testing.assert_close(a, b.flip(-1)[:, [2, 1, 0]], atol=1e-5, rtol=0)
