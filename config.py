@@ -89,7 +89,7 @@ _C.MODEL.CHECKPOINT = None  # checkpoint to resume training from, or to predict 
 _C.MODEL.UNET = CN()
 _C.MODEL.UNET.MIN_FEATURE_RESOLUTION = 4  # downsample until a feature map side would be smaller
 _C.MODEL.UNET.MAX_FEATURES = 512  # features double per level up to this many
-_C.MODEL.UNET.INIT_FEATURES = 32  # features of the first level
+_C.MODEL.UNET.INIT_FEATURES = 32  # features of the first level; "auto": from the landmark count
 
 _C.MODEL.PHDNET = CN()
 _C.MODEL.PHDNET.BRANCH_SCHEME = "multi"  # "multi", "heatmap" or "displacement"
@@ -192,6 +192,7 @@ AUTO_KEYS = (
     "SOLVER.DATA_LOADER_BATCH_SIZE",
     "SOLVER.NUM_RES_SUPERVISIONS",
     "MODEL.GAUSS_SIGMA",
+    "MODEL.UNET.INIT_FEATURES",
 )
 # Keys read only while another key is "auto": a non-default value is refused otherwise.
 AUTO_ONLY_KEYS = {
@@ -320,6 +321,11 @@ def validate_cfg(cfg: CN) -> None:
     )
     if weight < 0:
         raise ConfigError(f"SOLVER.REGRESS_SIGMA_LOSS_WEIGHT = {weight}; it must be >= 0")
+    features = cfg.MODEL.UNET.INIT_FEATURES
+    if not is_auto(features) and (
+        not isinstance(features, int) or isinstance(features, bool) or features < 1
+    ):
+        raise ConfigError(f'MODEL.UNET.INIT_FEATURES = {features!r}; give 1, 2, ... or "auto"')
     sigma = cfg.MODEL.GAUSS_SIGMA
     if not is_auto(sigma) and (not _is_number(sigma) or sigma <= 0):
         raise ConfigError(f'MODEL.GAUSS_SIGMA = {sigma!r}; give a number > 0 or "auto"')

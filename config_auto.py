@@ -178,12 +178,15 @@ def resolve_auto_config(
         set_value(resolved, key, value)
         choices.append(f"{key} = {value}: {reason}")
 
+    trainer_class = get_trainer_class(cfg.MODEL.ARCHITECTURE)
+    if is_auto(cfg.MODEL.UNET.INIT_FEATURES):  # first: the level planning below builds U-Nets
+        num_landmarks = len(fingerprint.landmark_ids)
+        choose("MODEL.UNET.INIT_FEATURES", *trainer_class.plan_init_features(cfg, num_landmarks))
     if is_auto(cfg.SAMPLER.INPUT_SIZE):
         choose("SAMPLER.INPUT_SIZE", *_resolve_input_size(resolved, fingerprint))
     if is_auto(cfg.MODEL.GAUSS_SIGMA):
         choose("MODEL.GAUSS_SIGMA", *_resolve_sigma(resolved, fingerprint))
     if is_auto(cfg.SOLVER.NUM_RES_SUPERVISIONS):
-        trainer_class = get_trainer_class(cfg.MODEL.ARCHITECTURE)
         choose("SOLVER.NUM_RES_SUPERVISIONS", *trainer_class.plan_supervised_levels(resolved))
     if is_auto(cfg.SAMPLER.DATA_AUG):
         choose("SAMPLER.DATA_AUG", *_resolve_augmentation(resolved, fingerprint))

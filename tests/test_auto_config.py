@@ -11,8 +11,10 @@ from tests.conftest import gaussian_image, weighted_centroid
 from trainer.auto_rules import (
     AUTO_AUGMENTATIONS,
     MAX_AUGMENTED_OUTSIDE,
+    MIN_AUTO_FEATURES,
     augmented_outside,
     auto_gauss_sigma,
+    auto_init_features,
     auto_input_size,
     auto_num_workers,
     choose_augmentation,
@@ -214,3 +216,20 @@ def test_auto_augmentation_flips_horizontally_only_with_flip_pairs():
     assert choose_augmentation(fits, has_flip_pairs=True) == "AffineComplexHFlip"
     assert choose_augmentation(too_far, has_flip_pairs=True) == "AffineSimpleHFlip"
     assert choose_augmentation(too_far, has_flip_pairs=False) == "AffineSimpleNoFlip"
+
+
+def test_first_level_features_grow_with_the_landmark_count():
+    """One feature per two landmarks, a power of two: few landmarks keep the floor (19
+    cephalometric ones: 16), 68 vertebra corners get 32, and MAX_FEATURES caps it."""
+    assert [auto_init_features(k, 512) for k in (1, 19, 40, 68, 100, 150)] == [
+        MIN_AUTO_FEATURES,
+        16,
+        16,
+        32,
+        64,
+        64,
+    ]
+    assert auto_init_features(300, 128) == 128  # 150 -> 128 by the power, capped at 128
+    assert auto_init_features(300, 64) == 64
+    with pytest.raises(ConfigError, match="INIT_FEATURES"):
+        auto_init_features(0, 512)

@@ -280,3 +280,23 @@ def test_auto_augmentation_flips_horizontally_when_the_fingerprint_has_pairs(kit
     resolved, choices = resolve_auto_config(cfg, paired, torch.device("cpu"))
     assert plain.SAMPLER.DATA_AUG.replace("NoFlip", "HFlip") == resolved.SAMPLER.DATA_AUG
     assert any("horizontal flip that swaps the 1 declared flip pairs" in line for line in choices)
+
+
+def test_first_level_features_are_planned_from_the_selected_landmarks(kites, tmp_path):
+    """INIT_FEATURES "auto" counts the landmarks the fingerprint says (a synthetic fingerprint of
+    68 landmarks gets 32, the demo's few the floor); an explicit value is kept."""
+    import dataclasses
+
+    opts = [*tiny_opts(kites, tmp_path / "out"), "MODEL.UNET.INIT_FEATURES", "auto"]
+    cfg = load_cfg(DEMO_CFG, [*opts, "MODEL.UNET.MAX_FEATURES", "64"])
+    fingerprint = compute_fingerprint(kites / "demo.json", kites)
+    few, choices = resolve_auto_config(cfg, fingerprint, torch.device("cpu"))
+    assert few.MODEL.UNET.INIT_FEATURES == 16
+    assert choices[0].startswith("MODEL.UNET.INIT_FEATURES = 16:")
+    many = dataclasses.replace(fingerprint, num_landmarks=68, selected_landmarks=[])
+    resolved, _ = resolve_auto_config(cfg, many, torch.device("cpu"))
+    assert resolved.MODEL.UNET.INIT_FEATURES == 32
+    explicit = load_cfg(DEMO_CFG, [*tiny_opts(kites, tmp_path / "out")])
+    assert isinstance(explicit.MODEL.UNET.INIT_FEATURES, int)
+    with pytest.raises(ConfigError, match="MODEL.UNET.INIT_FEATURES"):
+        load_cfg(None, ["MODEL.UNET.INIT_FEATURES", "wide"])

@@ -22,6 +22,8 @@ CPU_PIXELS_PER_BATCH = 8 * 256 * 256
 # Fraction of the free GPU memory a measured batch may use: the rest absorbs the allocator's
 # fragmentation, cuDNN workspaces that vary between iterations, and validation.
 GPU_MEMORY_HEADROOM = 0.85
+# MODEL.UNET.INIT_FEATURES "auto": never fewer first-level features than the CPU benchmark's 16.
+MIN_AUTO_FEATURES = 16
 
 
 def unet_multiple(min_side: float, min_feature_resolution: int) -> int:
@@ -183,6 +185,22 @@ def choose_augmentation(outside: dict[str, float], has_flip_pairs: bool = False)
         AUTO_AUGMENTATIONS[-1],
     )
     return chosen.removesuffix(NO_FLIP) + H_FLIP if has_flip_pairs else chosen
+
+
+def auto_init_features(num_landmarks: int, max_features: int) -> int:
+    """Features of the U-Net's first (finest) level: one per two landmarks, rounded to the
+    nearest power of two, at least MIN_AUTO_FEATURES, at most ``max_features``.
+
+    The output layer reads every landmark's heatmap from the finest level's features with a
+    1 x 1 convolution, so those features are shared by all K heatmaps: 16 serve the 19
+    cephalometric landmarks, but with the spine's 68 vertebra corners at 16 features the
+    validation error after 8 of 30 epochs was 200 px against 129 px at 32 (docs/benchmarks.md).
+    19 landmarks -> 16, 68 -> 32, 150 -> 64.
+    """
+    if num_landmarks < 1:
+        raise ConfigError(f'MODEL.UNET.INIT_FEATURES "auto" needs landmarks; got {num_landmarks}')
+    nearest_power = 2 ** round(math.log2(max(num_landmarks / 2, 1.0)))
+    return int(min(max(MIN_AUTO_FEATURES, nearest_power), max_features))
 
 
 def sigma_level_floor(supervised_levels: int) -> float:

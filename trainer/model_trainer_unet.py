@@ -13,7 +13,11 @@ from losses.loss_index import build_heatmap_loss
 from losses.losses import DeepSupervisionLoss, deep_supervision_weights
 from models.learned_sigmas import NetworkWithLearnedSigmas, SigmaRegularisedLoss
 from models.unet_classic import UNet, plan_unet_features
-from trainer.auto_rules import auto_input_size, supervised_levels_for_sigma
+from trainer.auto_rules import (
+    auto_init_features,
+    auto_input_size,
+    supervised_levels_for_sigma,
+)
 from trainer.model_trainer_base import ModelTrainerBase
 from trainer.planning import network_input_key, network_input_size
 from trainer.settings import Settings, key
@@ -84,6 +88,17 @@ class ModelTrainerUNet(ModelTrainerBase):
             median_size,
             int(cfg.SAMPLER.MAX_INPUT_PIXELS),
             int(cfg.MODEL.UNET.MIN_FEATURE_RESOLUTION),
+        )
+
+    @classmethod
+    def plan_init_features(cls, cfg: CfgNode, num_landmarks: int) -> tuple[int, str]:
+        """One first-level feature per two landmarks, a power of two, within 16 and
+        MODEL.UNET.MAX_FEATURES (trainer/auto_rules.auto_init_features)."""
+        most = int(cfg.MODEL.UNET.MAX_FEATURES)
+        features = auto_init_features(num_landmarks, most)
+        return features, (
+            f"{num_landmarks} landmarks read from the finest level's features: one per two "
+            f"landmarks as a power of two, at least 16, at most MODEL.UNET.MAX_FEATURES {most}"
         )
 
     @classmethod

@@ -13,6 +13,7 @@ import math
 import numpy as np
 from yacs.config import CfgNode
 
+from config import get_cfg_defaults
 from trainer.auto_rules import (
     auto_gauss_sigma,
     auto_input_size,
@@ -65,6 +66,13 @@ class ArchitecturePlanning:
         SOLVER.NUM_RES_SUPERVISIONS and MODEL.GAUSS_SIGMA both "auto": the most it may get
         (sigma is planned for them, then :meth:`plan_supervised_levels` fits them to it)."""
         return 1
+
+    @classmethod
+    def plan_init_features(cls, cfg: CfgNode, num_landmarks: int) -> tuple[int, str]:
+        """MODEL.UNET.INIT_FEATURES "auto" for ``num_landmarks`` landmarks, and the reason; an
+        architecture without a U-Net does not read it (the default stands in)."""
+        default = int(get_cfg_defaults().MODEL.UNET.INIT_FEATURES)
+        return default, f"{cls.__name__} has no U-Net: not read"
 
     @classmethod
     def plan_supervised_levels(cls, cfg: CfgNode) -> tuple[int, str]:
