@@ -154,7 +154,10 @@ def bundle_predictor(
     trainers = []
     for member in bundle.members:
         trainer = build_trainer(cfg)
-        trainer.load_state(member.state, f"{source} ({member.source})", resume_training=False)
+        name = f"{source} ({member.source})"
+        trainer.check_checkpoint(name, member.state)
+        trainer.initialize(int(member.state["num_landmarks"]), for_training=False)
+        trainer.load_state(member.state, name, resume_training=False)
         trainer.network.eval()
         trainers.append(trainer)
     return predictor_of(

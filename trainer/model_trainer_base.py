@@ -212,16 +212,18 @@ class ModelTrainerBase(CheckpointMixin, DataMixin, planning.ArchitecturePlanning
         return int(getattr(self.network, "input_multiple", 1))
 
     # ------------------------------------------------------------------ set-up
-    def initialize(self, num_landmarks: int) -> None:
+    def initialize(self, num_landmarks: int, for_training: bool = True) -> None:
         """Build network, label generator, optimizer and loss for ``num_landmarks``, in the
-        documented order."""
+        documented order; ``for_training`` False (a bundle's member, which only predicts): no
+        optimizer, whose first construction costs seconds (torch's compile imports)."""
         self.num_landmarks = num_landmarks
         self.landmark_ids = list(self.data.landmarks) or list(range(num_landmarks))
         self.initialize_network()
         self.network.to(self.device)
         self.train_network = self.network  # on_train_start wraps it in DDP under torchrun
         self.initialize_label_generator()
-        self.initialize_optimizer_and_scheduler()
+        if for_training:
+            self.initialize_optimizer_and_scheduler()
         self.initialize_loss_function()
         if self.sampling.inference_mode == "patchify_and_stitch":
             self.check_stitch_stride()
