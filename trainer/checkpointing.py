@@ -88,8 +88,8 @@ class CheckpointMixin:
         """Load a checkpoint's ``state`` (read from ``path``, which errors name, or a model
         bundle's member): network weights, and to resume the training state too."""
         self.check_checkpoint(path, state)
-        if self.network is None:
-            self.initialize(int(state["num_landmarks"]))
+        if self.network is None:  # without resuming, the trainer only predicts: no optimizer
+            self.initialize(int(state["num_landmarks"]), for_training=resume_training)
         elif state["num_landmarks"] != self.num_landmarks:
             raise CheckpointError(
                 f"{path}: {state['num_landmarks']} landmarks, expected {self.num_landmarks}"

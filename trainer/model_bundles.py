@@ -154,10 +154,7 @@ def bundle_predictor(
     trainers = []
     for member in bundle.members:
         trainer = build_trainer(cfg)
-        name = f"{source} ({member.source})"
-        trainer.check_checkpoint(name, member.state)
-        trainer.initialize(int(member.state["num_landmarks"]), for_training=False)
-        trainer.load_state(member.state, name, resume_training=False)
+        trainer.load_state(member.state, f"{source} ({member.source})", resume_training=False)
         trainer.network.eval()
         trainers.append(trainer)
     return predictor_of(

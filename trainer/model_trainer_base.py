@@ -9,7 +9,7 @@ base calls the extension points from one place, :meth:`initialize`, in this orde
 2. ``initialize_label_generator``: set ``self.label_generator`` (default: the class's
    ``label_generator_class.from_config(cfg, network)``);
 3. ``initialize_optimizer_and_scheduler``: set ``self.optimizer`` (default: SOLVER.OPTIMIZER
-   over all parameters; the schedule is ``learning_rate(epoch)``);
+   over all parameters; the schedule is ``learning_rate(epoch)``); not for a predicting model;
 4. ``initialize_loss_function``: set ``self.loss(outputs, targets)``.
 
 Training (:meth:`run_training`) is ``on_train_start``, then per epoch ``on_epoch_start``,
@@ -214,7 +214,7 @@ class ModelTrainerBase(CheckpointMixin, DataMixin, planning.ArchitecturePlanning
     # ------------------------------------------------------------------ set-up
     def initialize(self, num_landmarks: int, for_training: bool = True) -> None:
         """Build network, label generator, optimizer and loss for ``num_landmarks``, in the
-        documented order; ``for_training`` False (a bundle's member, which only predicts): no
+        documented order; ``for_training`` False (a loaded model that only predicts): no
         optimizer, whose first construction costs seconds (torch's compile imports)."""
         self.num_landmarks = num_landmarks
         self.landmark_ids = list(self.data.landmarks) or list(range(num_landmarks))

@@ -14,6 +14,7 @@ from losses.losses import DeepSupervisionLoss, deep_supervision_weights
 from models.learned_sigmas import NetworkWithLearnedSigmas, SigmaRegularisedLoss
 from models.unet_classic import UNet, plan_unet_features
 from trainer.auto_rules import (
+    MIN_AUTO_FEATURES,
     auto_init_features,
     auto_input_size,
     supervised_levels_for_sigma,
@@ -92,13 +93,14 @@ class ModelTrainerUNet(ModelTrainerBase):
 
     @classmethod
     def plan_init_features(cls, cfg: CfgNode, num_landmarks: int) -> tuple[int, str]:
-        """One first-level feature per two landmarks, a power of two, within 16 and
+        """One first-level feature per two landmarks, a power of two, within MIN_AUTO_FEATURES and
         MODEL.UNET.MAX_FEATURES (trainer/auto_rules.auto_init_features)."""
         most = int(cfg.MODEL.UNET.MAX_FEATURES)
         features = auto_init_features(num_landmarks, most)
         return features, (
             f"{num_landmarks} landmarks read from the finest level's features: one per two "
-            f"landmarks as a power of two, at least 16, at most MODEL.UNET.MAX_FEATURES {most}"
+            f"landmarks as a power of two, at least {MIN_AUTO_FEATURES}, at most "
+            f"MODEL.UNET.MAX_FEATURES {most}"
         )
 
     @classmethod
