@@ -4,7 +4,9 @@ list is (the same decoding, normalisation and resizing: DatasetBase._load)."""
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from datasets.dataset_base import DatasetBase, Sample
@@ -24,6 +26,8 @@ class ImageListDataset(DatasetBase):
         landmarks: the JSON indices the model predicts (written in the ``landmark`` column).
         default_pixel_size: [x, y] mm per pixel where the file stores none (DICOM does).
         with_position: add the x, y position channels (patch models).
+        load_threads: images decoded at once (PNG inflation, normalising and resizing release
+            the GIL); None = the number of CPU cores.
     """
 
     def __init__(
@@ -33,6 +37,7 @@ class ImageListDataset(DatasetBase):
         landmarks: Sequence[int],
         default_pixel_size: Sequence[float] | None = None,
         with_position: bool = False,
+        load_threads: int | None = None,
     ) -> None:
         # What DatasetBase.__init__ sets from a JSON, set from the list instead.
         self.json_path = Path("images given to predict")
@@ -49,12 +54,22 @@ class ImageListDataset(DatasetBase):
         self.samples = [Sample(image.id, image.path, None, None) for image in images]
         self.failed: list[tuple[Path, str]] = []
         self._cache = {}
+        threads = max(1, min(load_threads or os.cpu_count() or 1, len(self.samples) or 1))
+        with ThreadPoolExecutor(threads) as pool:
+            results = list(pool.map(self._load_or_reason, range(len(self.samples))))
         loaded = []
-        for index, sample in enumerate(self.samples):
-            try:
-                loaded.append((sample, self._load(index)))
-            except DataError as err:
-                logger.error("skipped %s: %s", sample.image_path, err)
-                self.failed.append((sample.image_path, str(err)))
+        for sample, result in zip(self.samples, results, strict=True):
+            if isinstance(result, str):
+                logger.error("skipped %s: %s", sample.image_path, result)
+                self.failed.append((sample.image_path, result))
+            else:
+                loaded.append((sample, result))
         self.samples = [sample for sample, _ in loaded]
         self._cache = {index: data for index, (_, data) in enumerate(loaded)}
+
+    def _load_or_reason(self, index: int) -> tuple | str:
+        """The decoded image of sample ``index``, or the one-line reason it cannot be read."""
+        try:
+            return self._load(index)
+        except DataError as err:
+            return str(err)

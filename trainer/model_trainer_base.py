@@ -41,11 +41,9 @@ from yacs.config import CfgNode
 from config import auto_keys
 from datasets.dataset_base import DatasetBase
 from datasets.dataset_generic import DatasetGeneric
-from inference.layout import LayoutDecoder
 from inference.predictions import target_coords
-from inference.predictor import InferenceModel, ResultsSettings
 from inference.shape_model import ShapeModel, fit_dataset_shape_model
-from inference.whole_image import CoarseModel, WholeImageRunner, tta_flip_axis
+from inference.whole_image import CoarseModel, tta_flip_axis
 from tracking.base import Tracker
 from trainer import planning
 from trainer.checkpointing import CheckpointMixin
@@ -53,6 +51,7 @@ from trainer.data_loading import DataMixin
 from trainer.preemption import Preempted, received_signals, stop_requested
 from trainer.sampling_mode import WholeImages, sampling_mode
 from trainer.settings import Settings, TrainerSettings
+from trainer.whole_image_access import WholeImageMixin
 from transforms.generate_labels import LabelGenerator
 from utils.devices import resolve_device, seed_everything
 from utils.distributed import (
@@ -62,7 +61,7 @@ from utils.distributed import (
     reduce_validation,
     wrap_for_training,
 )
-from utils.errors import CheckpointError, ConfigError, DataError, TrainingError
+from utils.errors import ConfigError, DataError, TrainingError
 from utils.nested import select_sample
 from utils.plotting import save_training_curves
 
@@ -82,7 +81,9 @@ class EpochLog:
     val_errors: list[np.ndarray] = field(default_factory=list)  # (K,) per validation sample
 
 
-class ModelTrainerBase(CheckpointMixin, DataMixin, planning.ArchitecturePlanning, ABC):
+class ModelTrainerBase(
+    CheckpointMixin, DataMixin, WholeImageMixin, planning.ArchitecturePlanning, ABC
+):
     """Owns data loaders, the training loop, validation, early stopping and checkpoints.
 
     Attributes set by :meth:`initialize`: ``network``, ``label_generator``, ``optimizer``,
@@ -532,79 +533,3 @@ class ModelTrainerBase(CheckpointMixin, DataMixin, planning.ArchitecturePlanning
             min(count, len(batch["image"])),
             folder,
         )
-
-    # ------------------------------------------------------------------ whole images
-    def whole_image_runner(self) -> WholeImageRunner:
-        """How this model predicts whole images (inference/whole_image.py)."""
-        patch = self.settings.patch
-        coarse = None
-        if self.sampling.inference_mode == "coarse_to_fine":
-            if self.coarse_model is None:
-                if self.coarse_model_loader is None:
-                    raise ConfigError(
-                        "SAMPLER.PATCH.INFERENCE_MODE coarse_to_fine: build the trainer with "
-                        "trainer.model_trainer_index.build_trainer, which loads the coarse model"
-                    )
-                self.coarse_model = self.coarse_model_loader()
-                if self.coarse_model.landmark_ids != self.landmark_ids:
-                    raise CheckpointError(
-                        f"{patch.coarse_checkpoint}: predicts landmarks "
-                        f"{self.coarse_model.landmark_ids}, this model {self.landmark_ids}"
-                    )
-            coarse = self.coarse_model
-        return WholeImageRunner(
-            self.label_generator,
-            mode=self.sampling.inference_mode,
-            window_size=tuple(patch.patch_size),
-            stride=tuple(patch.stitch_stride),
-            batch_size=self.solver.batch_size,
-            input_multiple=self.input_multiple,
-            tta_flip=self.inference.tta_flip,
-            flip_axis=tta_flip_axis(self.inference.tta_flip, self.trained_augmentation),
-            flip_pairs=tuple(self.flip_pairs),
-            position_channels=self.sampling.input_channels == 3,
-            mixed_precision=self.use_amp,
-            coarse=coarse,
-        )
-
-    def inference_model(self, source: str = "model") -> InferenceModel:
-        """This trainer's network (in eval mode), runner, decoder and landmarks, for a
-        :class:`~inference.predictor.Predictor`; ``source`` names it in errors."""
-        self.network.eval()
-        return InferenceModel(
-            network=self.network,
-            runner=self.whole_image_runner(),
-            decode=self.get_coords_from_heatmap,
-            label_generator=self.label_generator,
-            landmark_ids=list(self.landmark_ids),
-            device=self.device,
-            source=source,
-            layout=LayoutDecoder.from_settings(
-                self.shape_model, self.label_generator.candidate_maps, self.inference, source
-            ),
-        )
-
-    def results_settings(self) -> ResultsSettings:
-        """How this run writes its results folders (OUTPUT and INFERENCE keys)."""
-        return ResultsSettings.from_settings(
-            self.inference, self.output_dir, self.data.dataset_name
-        )
-
-    def inference_forward(self, images: torch.Tensor) -> Any:
-        """The network's output for whole (B, C, H, W) images as at test time (flip TTA
-        included), in the label generator's ``to_average`` form."""
-        return self.whole_image_runner()(self.network, images)
-
-    @torch.no_grad()
-    def check_stitch_stride(self) -> None:
-        """Stitch one blank patch-sized image as inference will, so that a STITCH_STRIDE that
-        does not fit the network's output grid is refused before training, not after it."""
-        was_training = self.network.training
-        self.network.eval()
-        size = self.sampling.network_input_size
-        blank = torch.zeros(1, self.sampling.input_channels, *size, device=self.device)
-        try:
-            self.whole_image_runner().whole(self.network, blank)
-        except ValueError as err:  # a stride that does not fit the network's output grid
-            raise ConfigError(f"SAMPLER.PATCH.STITCH_STRIDE: {err}") from None
-        self.network.train(was_training)
