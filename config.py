@@ -105,6 +105,7 @@ _C.INFERENCE.EVALUATION_MODE = "scale_heatmap_first"  # or "scale_pred_coords", 
 _C.INFERENCE.DECODING = "dark"  # "argmax" (original), "quadratic", "dark", "local_soft_argmax"
 _C.INFERENCE.FIT_GAUSS = False  # fit a 2D Gaussian at each maximum: its mean and covariance
 _C.INFERENCE.TTA_FLIP = False  # also predict the image flipped as in training and average outputs
+_C.INFERENCE.PRECISION = "float32"  # or "bfloat16": forward passes autocast (faster; coords differ)
 _C.INFERENCE.ENSEMBLE_INFERENCE = False  # predict with INFERENCE.ENSEMBLE_CHECKPOINTS together
 _C.INFERENCE.ENSEMBLE_CHECKPOINTS = []  # checkpoints of the ensemble (same architecture)
 _C.INFERENCE.ENSEMBLE_UNCERTAINTY_KEYS = ["smha", "emha", "ecpv"]  # ensemble uncertainty methods
@@ -177,6 +178,7 @@ _CHOICES = {
     "SAMPLER.DATA_AUG": (None, "auto", *AUGMENTATION_SCHEMES),
     "INFERENCE.EVALUATION_MODE": ("scale_heatmap_first", "scale_pred_coords", "use_input_size"),
     "INFERENCE.DECODING": ("argmax", "quadratic", "dark", "local_soft_argmax"),
+    "INFERENCE.PRECISION": ("float32", "bfloat16"),
     "MODEL.PHDNET.BRANCH_SCHEME": ("multi", "heatmap", "displacement"),
     "MODEL.PHDNET.CLASS_LABEL_SCHEME": ("gaussian", "binary", "binary_weighted"),
 }

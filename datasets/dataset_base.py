@@ -367,10 +367,12 @@ class DatasetBase(Dataset):
             logger.warning(
                 "sample '%s': a landmark lies outside its %dx%d image", sample.id, *original_size
             )
-        image = normalise_image(loaded.pixels)
+        image = loaded.pixels
         if self.input_size is not None:
             image = resize_image(image, self.input_size)
-        return image.astype(np.float32), original_size, pixel_size
+        # normalised by the original's statistics: the same as before resizing, but cheaper
+        image = normalise_image(image, statistics_of=loaded.pixels)
+        return image.astype(np.float32, copy=False), original_size, pixel_size
 
     def _cached_or_loaded(self, index: int) -> tuple[np.ndarray, tuple[int, int], tuple | None]:
         return self._cache.get(index) or self._load(index)

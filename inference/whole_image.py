@@ -26,6 +26,7 @@ from utils.errors import ConfigError
 
 # How a whole image is predicted: "resized" (the network was trained on whole images resized
 # to its input), or one of SAMPLER.PATCH.INFERENCE_MODE after patch training.
+PRECISIONS = ("float32", "bfloat16")
 WHOLE_IMAGE_MODES = ("resized", "fully_convolutional", "patchify_and_stitch", "coarse_to_fine")
 
 
@@ -92,7 +93,9 @@ class WholeImageRunner:
         flip_pairs: positions of the left/right landmark pairs, swapped back after a
             horizontal flip.
         position_channels: images carry x, y channels after the image (not flipped by TTA).
-        mixed_precision: float16 autocast (CUDA only).
+        mixed_precision: float16 autocast (CUDA only; SOLVER.AUTO_MIXED_PRECISION).
+        precision: "float32", or "bfloat16" to autocast forward passes to bfloat16 on any
+            device (INFERENCE.PRECISION); outputs are returned as float32 either way.
         coarse: the coarse model of ``coarse_to_fine``.
     """
 
@@ -107,6 +110,7 @@ class WholeImageRunner:
     flip_pairs: tuple[tuple[int, int], ...] = ()
     position_channels: bool = False
     mixed_precision: bool = False
+    precision: str = "float32"
     coarse: CoarseModel | None = None
 
     def __post_init__(self) -> None:
@@ -114,10 +118,14 @@ class WholeImageRunner:
             raise ValueError(f"mode must be one of {WHOLE_IMAGE_MODES}, got {self.mode!r}")
         if self.mode == "coarse_to_fine" and self.coarse is None:
             raise ValueError("coarse_to_fine needs a coarse model")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.flip_axis not in FLIP_AXES:
             raise ValueError(f"flip_axis must be one of {list(FLIP_AXES)}, got {self.flip_axis!r}")
 
     def autocast(self, device: torch.device) -> AbstractContextManager:
+        if self.precision == "bfloat16":
+            return torch.autocast(device.type, dtype=torch.bfloat16)
         if self.mixed_precision and device.type == "cuda":
             return torch.autocast(device.type, dtype=torch.float16)
         return nullcontext()
@@ -128,7 +136,8 @@ class WholeImageRunner:
         with self.autocast(images.device):
             output = self.whole(network, images)
             if not self.tta_flip:
-                return output
+                # the "average" of one output is its float32 copy, as the decoders expect
+                return average_outputs([output]) if self.precision == "bfloat16" else output
             flipped = self.label_generator.flip_back(
                 self.whole(network, self.flip_input(images)), self.flip_axis, self.flip_pairs
             )

@@ -26,6 +26,7 @@ from inference.bundle import load_bundle  # noqa: E402
 from inference.image_prediction import predict_images  # noqa: E402
 from inference.onnx_model import ONNX_SUFFIX, onnx_predictor  # noqa: E402
 from inference.prediction_files import check_output_folder, write_prediction_files  # noqa: E402
+from inference.whole_image import PRECISIONS  # noqa: E402
 from trainer.model_bundles import bundle_predictor  # noqa: E402
 from utils.devices import resolve_device  # noqa: E402
 from utils.errors import ConfigError, run_command  # noqa: E402
@@ -43,6 +44,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda")
     parser.add_argument("--batch-size", type=int, help="images per batch (default: the run's)")
     parser.add_argument("--tta", action="store_true", help="also average the flipped image")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="forward passes in float32 or bfloat16 autocast (default: the run's "
+        "INFERENCE.PRECISION); bfloat16 is faster on CPUs with bfloat16 units, coordinates "
+        "differ slightly (docs/using-a-model.md)",
+    )
     parser.add_argument("--figures", action="store_true", help="one overlay PNG per image")
     parser.add_argument("--slicer", action="store_true", help="3D Slicer .mrk.json per image")
     args = parser.parse_args(argv)
@@ -61,9 +69,16 @@ def load_model(args: argparse.Namespace):
                 f"--tta: {path} was exported without flip TTA (it is part of the graph); "
                 "export with INFERENCE.TTA_FLIP True, or predict with the bundle"
             )
+        if args.precision not in (None, "float32"):
+            raise ConfigError(
+                f"--precision {args.precision}: {path} runs in the float32 it was exported in; "
+                "predict with the bundle for bfloat16"
+            )
         return settings, predictor
     bundle = load_bundle(path)
-    predictor = bundle_predictor(bundle, str(path), args.device, args.tta, args.batch_size)
+    predictor = bundle_predictor(
+        bundle, str(path), args.device, args.tta, args.batch_size, args.precision
+    )
     return bundle.settings, predictor
 
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from utils.coordinates import resize_image
 from utils.errors import DataError
 from utils.image_io import normalise_image, read_image
 
@@ -243,3 +244,12 @@ def test_truncated_npz_names_path(tmp_path):
     with pytest.raises(DataError) as info:
         read_image(path)
     assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("size", [(7, 11), (40, 29)])  # shrinking (area) and enlarging (bilinear)
+def test_normalising_by_the_originals_statistics_commutes_with_resizing(size):
+    pixels = np.random.default_rng(3).integers(0, 4096, (23, 17)).astype(np.float32)
+    expected = resize_image(normalise_image(pixels), size)
+    got = normalise_image(resize_image(pixels, size), statistics_of=pixels)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert not np.allclose(got, normalise_image(resize_image(pixels, size)), atol=1e-3)

@@ -118,6 +118,25 @@ def test_predict_gives_main_py_numbers(runs, bundle_path, tiny_data, tmp_path):
     assert predict.main(["--model", str(bundle_path), "-i", str(images[0]), "-o", str(out)]) == 2
 
 
+def test_bfloat16_predictions_stay_near_float32(bundle_path, tiny_data, tmp_path, capsys):
+    images = [str(p) for p in demo_test_images(tiny_data)]
+    tables = {}
+    for precision in ("float32", "bfloat16"):
+        out = tmp_path / precision
+        argv = ["--model", str(bundle_path), "-i", *images, "-o", str(out)]
+        assert predict.main([*argv, "--precision", precision]) == 0
+        tables[precision] = pd.read_csv(out / "predictions.csv")
+    full, half = tables["float32"], tables["bfloat16"]
+    assert (full[["id", "landmark"]].values == half[["id", "landmark"]].values).all()
+    moved = np.hypot(full["pred_x"] - half["pred_x"], full["pred_y"] - half["pred_y"])
+    # The demo's 2-epoch heatmaps are flat, so a few peaks may move; most stay within 1 px.
+    assert np.median(moved) < 1.0
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        predict.main([*argv, "--precision", "float16"])
+    assert "invalid choice: 'float16'" in capsys.readouterr().err
+
+
 def test_use_input_size_predictions_are_mapped_to_the_image_files(runs, tiny_data, tmp_path):
     """A bundle decoding in input pixels writes main.py's predictions mapped to file pixels."""
     mode = ["INFERENCE.EVALUATION_MODE", "use_input_size"]
@@ -228,6 +247,9 @@ def test_onnx_matches_pytorch(runs, bundle_path, tiny_data, tmp_path):
     np.testing.assert_allclose(onnx["pred_x"], pytorch["pred_x"], atol=0.1)
     np.testing.assert_allclose(onnx["pred_y"], pytorch["pred_y"], atol=0.1)
     np.testing.assert_allclose(onnx["conformal_radius"], pytorch["conformal_radius"], rtol=1e-3)
+    # The graph is float32: a bfloat16 request is refused rather than ignored.
+    argv = ["--model", str(onnx_path), "-i", images[0], "-o", str(tmp_path / "bf16")]
+    assert predict.main([*argv, "--precision", "bfloat16"]) == 2
     # The graph's own coordinates (input pixels), for any batch size.
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     images = np.random.default_rng(0).standard_normal((3, 1, 32, 40)).astype(np.float32)

@@ -130,12 +130,17 @@ def export_bundle(
     return ModelBundle(settings, members)
 
 
-def bundle_config(settings: BundleSettings, source: str, device: str, tta: bool) -> CfgNode:
-    """The bundle's config, frozen, on ``device``, with flip TTA if ``tta`` (else as saved)."""
+def bundle_config(
+    settings: BundleSettings, source: str, device: str, tta: bool, precision: str | None = None
+) -> CfgNode:
+    """The bundle's config, frozen, on ``device``, with flip TTA if ``tta`` (else as saved) and
+    INFERENCE.PRECISION ``precision`` (None: as saved)."""
     cfg = saved_cfg(settings.config, source=source)
     cfg.TRAINER.DEVICE = device
     if tta:
         cfg.INFERENCE.TTA_FLIP = True
+    if precision is not None:
+        cfg.INFERENCE.PRECISION = precision
     cfg.freeze()
     return cfg
 
@@ -146,11 +151,13 @@ def bundle_predictor(
     device: str = "auto",
     tta: bool = False,
     batch_size: int | None = None,
+    precision: str | None = None,
 ) -> Predictor:
     """A predictor of ``bundle``'s members (each loaded once), as main.py's
     ``load_predictor`` builds one from checkpoints; ``source`` names the bundle in errors;
-    ``tta`` turns flip TTA on (off: as the bundle says); ``batch_size`` None: the run's."""
-    cfg = bundle_config(bundle.settings, source, device, tta)
+    ``tta`` turns flip TTA on (off: as the bundle says); ``batch_size`` None: the run's;
+    ``precision`` INFERENCE.PRECISION (None: the run's)."""
+    cfg = bundle_config(bundle.settings, source, device, tta, precision)
     trainers = []
     for member in bundle.members:
         trainer = build_trainer(cfg)

@@ -139,6 +139,7 @@ class InferenceSettings(Settings):
 
     evaluation_mode: str = key("INFERENCE.EVALUATION_MODE", "scale_heatmap_first")
     tta_flip: bool = key("INFERENCE.TTA_FLIP", False, bool)
+    precision: str = key("INFERENCE.PRECISION", "float32")
     decoding: str = key("INFERENCE.DECODING", "dark")
     fit_gauss: bool = key("INFERENCE.FIT_GAUSS", False, bool)
     uncertainty_bins: int = key("INFERENCE.UNCERTAINTY_BINS", 5, int)

@@ -52,6 +52,7 @@ class WholeImageMixin:
             flip_pairs=tuple(self.flip_pairs),
             position_channels=self.sampling.input_channels == 3,
             mixed_precision=self.use_amp,
+            precision=self.inference.precision,
             coarse=coarse,
         )
 

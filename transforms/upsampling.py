@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -45,6 +46,10 @@ class _Axis:
     weights: torch.Tensor
     cells: torch.Tensor
     negative_mass: float
+
+    @property
+    def cell_array(self) -> np.ndarray:
+        return self.cells.numpy()
 
 
 @lru_cache(maxsize=32)
@@ -65,11 +70,15 @@ def bicubic_matrix(size_in: int, size_out: int) -> torch.Tensor:
     return _axis(int(size_in), int(size_out)).weights
 
 
-def _span(cells: torch.Tensor, first: int, last: int, margin: int, size: int) -> tuple[int, int]:
+def _span(cells: np.ndarray, first: int, last: int, margin: int, size: int) -> tuple[int, int]:
     """[start, stop) of the output rows whose cell is within first .. last, widened by
-    ``margin`` and clipped to 0 .. size."""
-    rows = torch.nonzero((cells >= first) & (cells <= last))[:, 0]
-    return max(0, int(rows.min()) - margin), min(size, int(rows.max()) + 1 + margin)
+    ``margin`` and clipped to 0 .. size. ``cells`` never decrease along the rows, so the rows
+    are found by bisection (this runs four times per landmark and image)."""
+    start = int(np.searchsorted(cells, first, side="left"))
+    stop = int(np.searchsorted(cells, last, side="right"))
+    if stop <= start:
+        raise ValueError(f"no output row reads cells {first} .. {last}")
+    return max(0, start - margin), min(size, stop + margin)
 
 
 def candidate_regions(
@@ -91,8 +100,8 @@ def candidate_regions(
     lower = torch.empty(count)
     for k, (heatmap, index) in enumerate(zip(heatmaps, flat, strict=True)):
         i, j = index // w, index % w  # L: upsampled around the maximum (its cells i-1 .. i)
-        y0, y1 = _span(ay.cells, i - 1, i, 0, height)
-        x0, x1 = _span(ax.cells, j - 1, j, 0, width)
+        y0, y1 = _span(ay.cell_array, i - 1, i, 0, height)
+        x0, x1 = _span(ax.cell_array, j - 1, j, 0, width)
         lower[k] = upsample_region(heatmap, size, (y0, y1, x0, x1)).max()
     lower -= 1e-4 * heatmaps.abs().amax(dim=(1, 2))  # float rounding: keep a cell that ties
     # A cell can reach L only if (1 + N) max - N min >= L over its 4 x 4 input pixels, so only
@@ -106,9 +115,11 @@ def candidate_regions(
         # Input pixel r is read by the output rows of cells r - 2 .. r + 1; one output pixel
         # more on each side for a row on a cell boundary in float rounding.
         y0, y1 = _span(
-            ay.cells, int(found_rows[0]) - 2, int(found_rows[-1]) + 1, margin + 1, height
+            ay.cell_array, int(found_rows[0]) - 2, int(found_rows[-1]) + 1, margin + 1, height
         )
-        x0, x1 = _span(ax.cells, int(found_cols[0]) - 2, int(found_cols[-1]) + 1, margin + 1, width)
+        x0, x1 = _span(
+            ax.cell_array, int(found_cols[0]) - 2, int(found_cols[-1]) + 1, margin + 1, width
+        )
         too_large = (y1 - y0) * (x1 - x0) > MAX_REGION_FRACTION * height * width
         regions.append(None if too_large else (y0, y1, x0, x1))
     return regions

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -116,8 +117,15 @@ def read_image(path: str | Path) -> LoadedImage:
     return loaded
 
 
-def normalise_image(pixels: np.ndarray) -> np.ndarray:
-    """Zero mean, unit standard deviation per image (a constant image becomes all zeros)."""
-    pixels = pixels.astype(np.float32)
-    std = float(pixels.std())
-    return (pixels - float(pixels.mean())) / (std if std > 1e-8 else 1.0)
+def normalise_image(pixels: np.ndarray, statistics_of: np.ndarray | None = None) -> np.ndarray:
+    """Zero mean, unit standard deviation per image (a constant image becomes all zeros).
+
+    ``statistics_of``: the image whose mean and standard deviation are used (default
+    ``pixels``). Resizing is linear with weights that sum to one, so normalising an image
+    resized from ``original`` by ``original``'s statistics equals resizing the normalised
+    original (to float32 rounding), without a pass of arithmetic over the full-size image.
+    """
+    reference = pixels if statistics_of is None else statistics_of
+    mean, std = cv2.meanStdDev(np.asarray(reference, dtype=np.float32))  # one pass, float64 sums
+    std = float(std[0, 0])
+    return (pixels.astype(np.float32) - float(mean[0, 0])) / (std if std > 1e-8 else 1.0)
