@@ -371,8 +371,7 @@ class DatasetBase(Dataset):
         if self.input_size is not None:
             image = resize_image(image, self.input_size)
         # normalised by the original's statistics: the same as before resizing, but cheaper
-        image = normalise_image(image, statistics_of=loaded.pixels)
-        return image.astype(np.float32, copy=False), original_size, pixel_size
+        return normalise_image(image, statistics_of=loaded.pixels), original_size, pixel_size
 
     def _cached_or_loaded(self, index: int) -> tuple[np.ndarray, tuple[int, int], tuple | None]:
         return self._cache.get(index) or self._load(index)

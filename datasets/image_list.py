@@ -54,7 +54,7 @@ class ImageListDataset(DatasetBase):
         self.samples = [Sample(image.id, image.path, None, None) for image in images]
         self.failed: list[tuple[Path, str]] = []
         self._cache = {}
-        threads = max(1, min(load_threads or os.cpu_count() or 1, len(self.samples) or 1))
+        threads = min(load_threads or os.cpu_count() or 1, max(len(self.samples), 1))
         with ThreadPoolExecutor(threads) as pool:
             results = list(pool.map(self._load_or_reason, range(len(self.samples))))
         loaded = []

@@ -24,9 +24,10 @@ from transforms.stitching import fully_convolutional
 from utils.coordinates import resize_image
 from utils.errors import ConfigError
 
+# The precisions of forward passes (INFERENCE.PRECISION).
+PRECISIONS = ("float32", "bfloat16")
 # How a whole image is predicted: "resized" (the network was trained on whole images resized
 # to its input), or one of SAMPLER.PATCH.INFERENCE_MODE after patch training.
-PRECISIONS = ("float32", "bfloat16")
 WHOLE_IMAGE_MODES = ("resized", "fully_convolutional", "patchify_and_stitch", "coarse_to_fine")
 
 

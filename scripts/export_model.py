@@ -27,7 +27,7 @@ from config import load_cfg  # noqa: E402
 from inference.bundle import load_bundle, save_bundle  # noqa: E402
 from trainer.model_bundles import export_bundle, export_bundle_onnx  # noqa: E402
 from utils.atomic_files import refuse_existing  # noqa: E402
-from utils.errors import run_command  # noqa: E402
+from utils.errors import ConfigError, run_command  # noqa: E402
 from utils.logging_setup import setup_logging  # noqa: E402
 
 logger = logging.getLogger("lannunet.export")
@@ -56,6 +56,11 @@ def run(argv: list[str] | None = None) -> int:
     if args.onnx:
         refuse_existing(args.onnx, "--onnx")
     cfg = load_cfg(args.cfg, args.opts)
+    if args.onnx and cfg.INFERENCE.PRECISION != "float32":
+        raise ConfigError(
+            f"--onnx: the graph is float32, but INFERENCE.PRECISION is "
+            f"{cfg.INFERENCE.PRECISION}; export with INFERENCE.PRECISION float32"
+        )
     bundle = export_bundle(cfg, args.checkpoint, calibrate=args.calibrate)
     save_bundle(bundle, output)
     start = time.perf_counter()

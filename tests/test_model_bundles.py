@@ -137,6 +137,23 @@ def test_bfloat16_predictions_stay_near_float32(bundle_path, tiny_data, tmp_path
     assert "invalid choice: 'float16'" in capsys.readouterr().err
 
 
+def test_onnx_export_of_a_bfloat16_run_is_refused(runs, tmp_path, capsys):
+    """The graph is float32: INFERENCE.PRECISION bfloat16 would be ignored, so it is refused
+    before anything is written."""
+    argv = [
+        "--cfg",
+        str(runs[1] / "config.yaml"),
+        "--checkpoint",
+        str(runs[1] / "model_best.model"),
+    ]
+    argv += ["--output", str(tmp_path / "m.lannu"), "--onnx", str(tmp_path / "m.onnx")]
+    capsys.readouterr()
+    assert export_model.main([*argv, "INFERENCE.PRECISION", "bfloat16"]) == 2
+    err = capsys.readouterr().err
+    assert "INFERENCE.PRECISION" in err and "\n" not in err.strip()
+    assert not (tmp_path / "m.lannu").exists() and not (tmp_path / "m.onnx").exists()
+
+
 def test_use_input_size_predictions_are_mapped_to_the_image_files(runs, tiny_data, tmp_path):
     """A bundle decoding in input pixels writes main.py's predictions mapped to file pixels."""
     mode = ["INFERENCE.EVALUATION_MODE", "use_input_size"]
