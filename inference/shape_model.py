@@ -87,6 +87,14 @@ def to_xy(z: np.ndarray) -> np.ndarray:
     return np.stack([z.real, z.imag], axis=-1)
 
 
+def _host_array(value) -> np.ndarray:
+    """A float64 NumPy copy of a checkpoint value; tensors come back on the device the checkpoint
+    was loaded to (``map_location="cuda"`` when testing on a GPU), so they go to the host first."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
+    return np.asarray(value, dtype=np.float64)
+
+
 @dataclass(frozen=True)
 class ShapeModel:
     """A Gaussian over K landmarks in aligned (unit-size) coordinates.
@@ -128,9 +136,9 @@ class ShapeModel:
     def from_state(cls, state: dict, source: str = "checkpoint") -> ShapeModel:
         """The model of :meth:`to_state`'s dict; a malformed one raises CheckpointError."""
         try:
-            mean = np.asarray(state["mean"], dtype=np.float64)
-            modes = np.asarray(state["modes"], dtype=np.float64)
-            variances = np.asarray(state["mode_variances"], dtype=np.float64)
+            mean, modes, variances = (
+                _host_array(state[key]) for key in ("mean", "modes", "mode_variances")
+            )
             model = cls(
                 mean, modes, variances, float(state["residual_variance"]), int(state["num_shapes"])
             )

@@ -88,6 +88,17 @@ def test_state_round_trip_and_malformed_state():
         ShapeModel.from_state({**state, "modes": state["modes"][:3]}, "m.model")
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_state_loaded_onto_a_gpu():
+    # torch.load(map_location="cuda") puts the state's tensors on the GPU when testing there
+    _, _, coords = known_shapes()
+    model = fit_shape_model(coords)
+    state = {k: v.cuda() if isinstance(v, torch.Tensor) else v for k, v in model.to_state().items()}
+    back = ShapeModel.from_state(state)
+    np.testing.assert_array_equal(back.covariance(), model.covariance())
+
+
 def test_too_few_shapes_is_a_data_error():
     _, _, coords = known_shapes(n=2, missing=0.0)
     with pytest.raises(DataError, match="at least 3 training shapes"):
