@@ -33,7 +33,7 @@ _C.SAMPLER = CN()
 _C.SAMPLER.DEBUG = False  # save PNGs of a few augmented training samples with their targets
 _C.SAMPLER.INPUT_SIZE = [512, 512]  # [height, width] every image is resized to; "auto": planned
 _C.SAMPLER.MAX_INPUT_PIXELS = 512 * 512  # pixel budget (height * width) of INPUT_SIZE "auto"
-_C.SAMPLER.DATA_AUG = "AffineComplex"  # scheme of transforms/dataloader_transforms.py, or "auto"
+_C.SAMPLER.DATA_AUG = "auto"  # from the data (no vertical flip; see docs); or a scheme name
 _C.SAMPLER.DATA_AUG_PACKAGE = "albumentations"  # "albumentations" or "imgaug" (needs numpy < 2)
 _C.SAMPLER.NUM_WORKERS = 0  # data loader workers; 0 = the main process; "auto": from CPUs
 _C.SAMPLER.SAMPLE_MODE = "full"  # "full" (whole resized image) or "patch_bias" (SAMPLER.PATCH)
