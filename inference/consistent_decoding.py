@@ -66,16 +66,9 @@ def outlier_threshold(p_value: float) -> float:
 
 
 def _residuals(model: ShapeModel, coords: np.ndarray, inliers: np.ndarray, noise_px: float):
-    """Alignment of the inliers, and every landmark's conditional mean and covariance (aligned
-    units) given the inliers other than itself, and its squared Mahalanobis residual (K,);
-    ``noise_px``: the predictions' localisation noise (std, pixels of ``coords``)."""
-    transform = model.align(coords, inliers.astype(np.float64))
-    aligned = to_xy(transform.apply(to_complex(coords)))
-    noise = (noise_px * abs(transform.scale_rotation)) ** 2
-    mean, covariance = model.conditional(aligned, inliers, noise)
-    residual = aligned - mean
-    d2 = np.einsum("ki,kij,kj->k", residual, np.linalg.inv(covariance), residual)
-    return transform, aligned, mean, covariance, d2
+    """:meth:`ShapeModel.residuals` of ``coords`` given the ``inliers``: the alignment, every
+    landmark's conditional mean and covariance (aligned units) and squared residual (K,)."""
+    return model.residuals(coords, inliers, noise_px)
 
 
 def shape_residuals(
@@ -89,7 +82,7 @@ def shape_residuals(
     that count as evidence (default all); an unobserved landmark's residual is 0;
     ``noise_px`` as in :func:`consistent_decode`."""
     observed = np.ones(len(coords), bool) if observed is None else observed
-    transform, _, _, covariance, d2 = _residuals(model, coords, observed, noise_px)
+    transform, _, covariance, d2 = _residuals(model, coords, observed, noise_px)
     return np.where(observed, d2, 0.0), transform.inverse_covariance(covariance)
 
 
@@ -129,7 +122,7 @@ def consistent_decode(
     none_score = math.log(max(floor, 1e-300)) - threshold / 2
     choice = dict.fromkeys(removed)  # landmark -> candidate index, or None: conditional mean
     if removed:
-        transform, _, mean, covariance, _ = _residuals(model, coords, inliers, noise_px)
+        transform, mean, covariance, _ = _residuals(model, coords, inliers, noise_px)
         options = {}
         for landmark in removed:
             aligned = to_xy(transform.apply(to_complex(candidates[landmark])))
@@ -156,7 +149,7 @@ def consistent_decode(
         replaced[landmark] = best != 0
     unfilled = [landmark for landmark, best in choice.items() if best is None]
     if unfilled:
-        transform, _, mean, _, _ = _residuals(model, coords, inliers, noise_px)
+        transform, mean, _, _ = _residuals(model, coords, inliers, noise_px)
         for landmark in unfilled:
             coords[landmark] = to_xy(transform.invert(to_complex(mean[landmark])))
             chosen_activation[landmark] = 0.0
@@ -196,7 +189,7 @@ def _greedy_choice(model, candidates, activations, coords, inliers, options, non
     inliers and the landmarks chosen before it, or None where none beats ``none_score``."""
     coords, inliers, choice = coords.copy(), inliers.copy(), {}
     for landmark, usable in options.items():
-        transform, _, mean, covariance, _ = _residuals(model, coords, inliers, noise_px)
+        transform, mean, covariance, _ = _residuals(model, coords, inliers, noise_px)
         choice[landmark] = None
         if not usable:
             continue

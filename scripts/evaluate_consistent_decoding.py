@@ -13,7 +13,8 @@ covariance with INFERENCE.FIT_GAUSS True, shape model's conditional covariance),
 of the layout step per image (ms). Errors are in pixels of the evaluation space.
 Several checkpoints form an ensemble (smha, emha, ecpv and shape). A checkpoint saved before
 shape models has none: ``--fit-shape-model`` fits it from the training list as training now
-does (the annotations only; no weights change).
+does (the annotations only; no weights change), replacing a checkpoint's own shape model too
+(one fitted by an older version).
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def run(argv: list[str] | None) -> int:
     for trainer, path in zip(trainers, args.checkpoints, strict=True):
         if trainer.shape_model is None and not args.fit_shape_model:
             raise CheckpointError(f"{path}: has no shape model; add --fit-shape-model")
-        if trainer.shape_model is None:
+        if args.fit_shape_model:  # also replaces a checkpoint's own, fitted by older code
             trainer.shape_model = fit_dataset_shape_model(trainer.make_dataset("training"))
     test_set, calibration_set = trainers[0].evaluation_sets()
     methods = ("smha",) if len(trainers) == 1 else ("smha", "emha", "ecpv")

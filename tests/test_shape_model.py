@@ -88,6 +88,47 @@ def test_state_round_trip_and_malformed_state():
         ShapeModel.from_state({**state, "modes": state["modes"][:3]}, "m.model")
 
 
+def heavy_tailed_shapes(n, seed):
+    """known_shapes without missing landmarks, landmark 2 jittered by a heavy-tailed (Student t,
+    3 degrees of freedom) offset that no mode explains, as a hard-to-place landmark is."""
+    _, _, coords = known_shapes(n=n, seed=seed, missing=0.0)
+    rng = np.random.default_rng(seed + 100)
+    size = np.sqrt(((coords - coords.mean(1, keepdims=True)) ** 2).sum((1, 2)))
+    coords[:, 2] += 0.03 * size[:, None] * rng.standard_t(3, size=(n, 2))
+    return coords
+
+
+def flagged_share(model, shapes, landmark, p_value=1e-3):
+    """Share of ``shapes`` whose ``landmark`` fails the shape test at ``p_value``."""
+    threshold = -2 * np.log(p_value)
+    d2 = [model.residuals(shape, np.ones(K, bool))[3][landmark] for shape in shapes]
+    return float(np.mean(np.array(d2) > threshold))
+
+
+def test_held_out_calibration_widens_a_heavy_tailed_landmark():
+    shapes = heavy_tailed_shapes(480, seed=1)  # one mean shape: train on 80, test on 400
+    train, unseen = shapes[:80], shapes[80:]
+    plain = fit_shape_model(train, calibrate=False)
+    calibrated = fit_shape_model(train)
+    assert plain.landmark_scales is None
+    assert calibrated.landmark_scales[2] > 1.5  # the jittered landmark is widened
+    assert np.all(calibrated.landmark_scales >= 1)
+    # the in-sample model rejects true positions of that landmark far above 0.1 %
+    assert flagged_share(plain, unseen, 2) > 0.03
+    assert flagged_share(calibrated, unseen, 2) < flagged_share(plain, unseen, 2) / 2
+
+
+def test_state_of_an_uncalibrated_checkpoint_still_loads():
+    _, _, coords = known_shapes()
+    model = fit_shape_model(coords)
+    state = model.to_state()
+    assert state["landmark_scales"].shape == (K,)
+    older = {key: value for key, value in state.items() if key != "landmark_scales"}
+    assert ShapeModel.from_state(older).landmark_scales is None
+    with pytest.raises(CheckpointError, match="inconsistent"):
+        ShapeModel.from_state({**state, "landmark_scales": -state["landmark_scales"]}, "m.model")
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_state_loaded_onto_a_gpu():
