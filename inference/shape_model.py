@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -358,7 +359,7 @@ def fit_shape_model(
     return replace(model, landmark_scales=held_out_scales(coords[usable], fit))
 
 
-def held_out_scales(coords: np.ndarray, fit) -> np.ndarray:
+def held_out_scales(coords: np.ndarray, fit: Callable[[np.ndarray], ShapeModel]) -> np.ndarray:
     """(K,) per-landmark variance scales from ``_CALIBRATION_FOLDS`` folds of the (N, K, 2)
     shapes ``coords`` (NaN = missing): ``fit`` (shapes -> ShapeModel) is fitted without each
     fold, and every landmark of the fold is tested given its other landmarks. Each round
