@@ -65,12 +65,6 @@ def outlier_threshold(p_value: float) -> float:
     return -2.0 * math.log(p_value)
 
 
-def _residuals(model: ShapeModel, coords: np.ndarray, inliers: np.ndarray, noise_px: float):
-    """:meth:`ShapeModel.residuals` of ``coords`` given the ``inliers``: the alignment, every
-    landmark's conditional mean and covariance (aligned units) and squared residual (K,)."""
-    return model.residuals(coords, inliers, noise_px)
-
-
 def shape_residuals(
     model: ShapeModel,
     coords: np.ndarray,
@@ -82,7 +76,7 @@ def shape_residuals(
     that count as evidence (default all); an unobserved landmark's residual is 0;
     ``noise_px`` as in :func:`consistent_decode`."""
     observed = np.ones(len(coords), bool) if observed is None else observed
-    transform, _, covariance, d2 = _residuals(model, coords, observed, noise_px)
+    transform, _, covariance, d2 = model.residuals(coords, observed, noise_px)
     return np.where(observed, d2, 0.0), transform.inverse_covariance(covariance)
 
 
@@ -110,7 +104,7 @@ def consistent_decode(
     inliers = np.ones(k, bool)
     removed: list[int] = []
     while len(removed) < k // 2:
-        *_, d2 = _residuals(model, coords, inliers, noise_px)
+        *_, d2 = model.residuals(coords, inliers, noise_px)
         d2 = np.where(inliers, d2, -np.inf)
         worst = int(np.argmax(d2))
         if d2[worst] <= threshold:
@@ -122,7 +116,7 @@ def consistent_decode(
     none_score = math.log(max(floor, 1e-300)) - threshold / 2
     choice = dict.fromkeys(removed)  # landmark -> candidate index, or None: conditional mean
     if removed:
-        transform, mean, covariance, _ = _residuals(model, coords, inliers, noise_px)
+        transform, mean, covariance, _ = model.residuals(coords, inliers, noise_px)
         options = {}
         for landmark in removed:
             aligned = to_xy(transform.apply(to_complex(candidates[landmark])))
@@ -149,7 +143,7 @@ def consistent_decode(
         replaced[landmark] = best != 0
     unfilled = [landmark for landmark, best in choice.items() if best is None]
     if unfilled:
-        transform, mean, _, _ = _residuals(model, coords, inliers, noise_px)
+        transform, mean, _, _ = model.residuals(coords, inliers, noise_px)
         for landmark in unfilled:
             coords[landmark] = to_xy(transform.invert(to_complex(mean[landmark])))
             chosen_activation[landmark] = 0.0
@@ -189,7 +183,7 @@ def _greedy_choice(model, candidates, activations, coords, inliers, options, non
     inliers and the landmarks chosen before it, or None where none beats ``none_score``."""
     coords, inliers, choice = coords.copy(), inliers.copy(), {}
     for landmark, usable in options.items():
-        transform, mean, covariance, _ = _residuals(model, coords, inliers, noise_px)
+        transform, mean, covariance, _ = model.residuals(coords, inliers, noise_px)
         choice[landmark] = None
         if not usable:
             continue
