@@ -31,7 +31,7 @@ _C.DATASET.PIXEL_SIZE = []  # [x, y] mm per pixel for every image; [] = unknown 
 # ----------------------------------------------------------------------------------------------
 _C.SAMPLER = CN()
 _C.SAMPLER.DEBUG = False  # save PNGs of a few augmented training samples with their targets
-_C.SAMPLER.INPUT_SIZE = [512, 512]  # [height, width] every image is resized to; "auto": planned
+_C.SAMPLER.INPUT_SIZE = "auto"  # [height, width] every image is resized to; "auto": planned
 _C.SAMPLER.MAX_INPUT_PIXELS = 512 * 512  # pixel budget (height * width) of INPUT_SIZE "auto"
 _C.SAMPLER.DATA_AUG = "auto"  # from the data (no vertical flip; see docs); or a scheme name
 _C.SAMPLER.DATA_AUG_PACKAGE = "albumentations"  # "albumentations" or "imgaug" (needs numpy < 2)
@@ -60,7 +60,7 @@ _C.SOLVER.MINI_BATCH_SIZE = 150  # mini-batches per epoch
 _C.SOLVER.DATA_LOADER_BATCH_SIZE = 12  # samples per mini-batch; "auto": measured (CUDA)
 _C.SOLVER.MAX_AUTO_BATCH_SIZE = 32  # largest batch DATA_LOADER_BATCH_SIZE "auto" may choose
 _C.SOLVER.DEEP_SUPERVISION = True  # also supervise the coarser decoder levels
-_C.SOLVER.NUM_RES_SUPERVISIONS = 5  # decoder levels (finest first) with a loss; or "auto"
+_C.SOLVER.NUM_RES_SUPERVISIONS = "auto"  # decoder levels (finest first) with a loss; or a count
 _C.SOLVER.AUTO_MIXED_PRECISION = True  # float16 autocast + grad scaler (CUDA only)
 _C.SOLVER.GRAD_CLIP_NORM = 0.0  # clip the gradients' global L2 norm to this before a step; 0 = off
 _C.SOLVER.LOSS_FUNCTION = "mse"  # heatmap loss: a key of losses/loss_index.py ("mse", "awl")
@@ -82,7 +82,7 @@ _C.TRAINER.AUTO_RESUME = False  # resume from OUTPUT_DIR's model_latest if prese
 # ----------------------------------------------------------------------------------------------
 _C.MODEL = CN()
 _C.MODEL.ARCHITECTURE = "U-Net"  # key in trainer/model_trainer_index.py
-_C.MODEL.GAUSS_SIGMA = 4.0  # target sigma: input pixels (U-Net), patches (PHD-Net); or "auto"
+_C.MODEL.GAUSS_SIGMA = "auto"  # target sigma: input pixels (U-Net), patches (PHD-Net); or a number
 _C.MODEL.HM_LAMBDA_SCALE = 100.0  # peak value of the target heatmaps (background is 0)
 _C.MODEL.CHECKPOINT = None  # checkpoint to resume training from, or to predict with
 
@@ -196,6 +196,8 @@ AUTO_KEYS = (
     "MODEL.GAUSS_SIGMA",
     "MODEL.UNET.INIT_FEATURES",
 )
+# "auto" keys whose numbers are floats (yacs' defaults cannot say so: the default is "auto").
+_AUTO_FLOAT_KEYS = ("MODEL.GAUSS_SIGMA",)
 # Keys read only while another key is "auto": a non-default value is refused otherwise.
 AUTO_ONLY_KEYS = {
     "SAMPLER.MAX_INPUT_PIXELS": "SAMPLER.INPUT_SIZE",
@@ -209,8 +211,14 @@ def is_auto(value) -> bool:
 
 
 def auto_keys(cfg: CN) -> list[str]:
-    """The keys of ``cfg`` that are still "auto"."""
-    return [key for key in AUTO_KEYS if is_auto(get_value(cfg, key))]
+    """The keys of ``cfg`` that are still "auto" and need a value. SAMPLER.INPUT_SIZE (default
+    "auto") stays "auto" for patches cut from full-resolution images, which never resize."""
+    unused = ()
+    if full_resolution_patches(
+        cfg.SAMPLER.SAMPLE_MODE, cfg.SAMPLER.PATCH.RESOLUTION_TO_SAMPLE_FROM
+    ):
+        unused = ("SAMPLER.INPUT_SIZE",)
+    return [key for key in AUTO_KEYS if key not in unused and is_auto(get_value(cfg, key))]
 
 
 def get_cfg_defaults() -> CN:
@@ -419,14 +427,6 @@ def _validate_auto_keys(cfg: CN) -> None:
         not isinstance(workers, int) or isinstance(workers, bool) or workers < 0
     ):
         raise ConfigError(f'SAMPLER.NUM_WORKERS = {workers!r}; give 0, 1, ... or "auto"')
-    full_resolution = full_resolution_patches(
-        cfg.SAMPLER.SAMPLE_MODE, cfg.SAMPLER.PATCH.RESOLUTION_TO_SAMPLE_FROM
-    )
-    if is_auto(cfg.SAMPLER.INPUT_SIZE) and full_resolution:
-        raise ConfigError(
-            'SAMPLER.INPUT_SIZE "auto" is not used: patches are sampled from full-resolution '
-            "images (SAMPLER.PATCH.RESOLUTION_TO_SAMPLE_FROM full)"
-        )
 
 
 def _used_only_with(cfg: CN, keys, enabled: bool, condition: str) -> None:
@@ -574,7 +574,8 @@ def _set_auto_keys(cfg: CN, taken: dict[str, object]) -> None:
     """Set the values :func:`_take_auto_keys` took (an integer stands for a float default);
     ``validate_cfg`` checks them."""
     for key, value in taken.items():
-        set_value(cfg, key, _coerce_number(get_value(_C, key), value))
+        default = 0.0 if key in _AUTO_FLOAT_KEYS else get_value(_C, key)
+        set_value(cfg, key, _coerce_number(default, value))
 
 
 def _merge(merge_fn, overrides, source: str) -> None:

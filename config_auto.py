@@ -182,7 +182,7 @@ def resolve_auto_config(
     if is_auto(cfg.MODEL.UNET.INIT_FEATURES):  # first: the level planning below builds U-Nets
         num_landmarks = len(fingerprint.landmark_ids)
         choose("MODEL.UNET.INIT_FEATURES", *trainer_class.plan_init_features(cfg, num_landmarks))
-    if is_auto(cfg.SAMPLER.INPUT_SIZE):
+    if "SAMPLER.INPUT_SIZE" in auto_keys(cfg):  # not with full-resolution patches: unused
         choose("SAMPLER.INPUT_SIZE", *_resolve_input_size(resolved, fingerprint))
     if is_auto(cfg.MODEL.GAUSS_SIGMA):
         choose("MODEL.GAUSS_SIGMA", *_resolve_sigma(resolved, fingerprint))

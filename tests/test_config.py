@@ -19,7 +19,9 @@ def test_no_file_gives_defaults():
     defaults = get_cfg_defaults()
     assert cfg == defaults
     assert cfg.SOLVER.MAX_EPOCHS == 1000
-    assert cfg.SAMPLER.INPUT_SIZE == [512, 512]
+    # planned from the data by config_auto (main.py), not fixed squares
+    assert cfg.SAMPLER.INPUT_SIZE == "auto" and cfg.MODEL.GAUSS_SIGMA == "auto"
+    assert cfg.SOLVER.NUM_RES_SUPERVISIONS == "auto" and cfg.MODEL.UNET.INIT_FEATURES == 32
     assert cfg.INFERENCE.EVALUATION_MODE == "scale_heatmap_first"
 
 

@@ -7,7 +7,7 @@ import torch
 import yaml
 
 import main
-from config import load_cfg
+from config import auto_keys, load_cfg, unused_keys
 from config_auto import resolve_auto_config
 from datasets.fingerprint import compute_fingerprint
 from datasets.synthetic import make_synthetic_dataset
@@ -67,10 +67,6 @@ def test_auto_from_yaml_and_command_line_with_precedence(tmp_path):
         (["SAMPLER.MAX_INPUT_PIXELS", "4096"], 'used only with SAMPLER.INPUT_SIZE "auto"'),
         (["SOLVER.MAX_AUTO_BATCH_SIZE", "4"], "used only with SOLVER.DATA_LOADER_BATCH_SIZE"),
         (["SAMPLER.NUM_WORKERS", "-1"], "SAMPLER.NUM_WORKERS = -1"),
-        (
-            ["SAMPLER.INPUT_SIZE", "auto", "SAMPLER.SAMPLE_MODE", "patch_bias"],
-            "full-resolution",
-        ),
         (["SAMPLER.INPUT_SIZE", "automatic"], "SAMPLER.INPUT_SIZE"),
     ],
 )
@@ -198,6 +194,24 @@ def test_a_trainer_refuses_unresolved_auto_values(kites, tmp_path):
     cfg = load_cfg(DEMO_CFG, [*tiny_opts(kites, tmp_path / "out"), "MODEL.GAUSS_SIGMA", "auto"])
     with pytest.raises(ConfigError, match="MODEL.GAUSS_SIGMA still 'auto'"):
         build_trainer(cfg)
+
+
+def test_full_resolution_patches_keep_the_default_input_size_unresolved(kites, tmp_path):
+    """INPUT_SIZE defaults to "auto", which patches cut from full-resolution images do not use:
+    it is neither resolved nor reported as set-but-unused, and the trainer builds."""
+    opts = [*tiny_opts(kites, tmp_path / "out"), "SAMPLER.INPUT_SIZE", "auto"]
+    opts += ["SAMPLER.SAMPLE_MODE", "patch_bias", "SAMPLER.PATCH.SAMPLE_PATCH_SIZE", "[32, 32]"]
+    cfg = load_cfg(DEMO_CFG, opts)
+    assert "SAMPLER.INPUT_SIZE" not in auto_keys(cfg) and unused_keys(cfg) == []
+    fingerprint = compute_fingerprint(kites / "demo.json", kites)
+    resolved, choices = resolve_auto_config(cfg, fingerprint, torch.device("cpu"))
+    assert resolved.SAMPLER.INPUT_SIZE == "auto"
+    assert not any(line.startswith("SAMPLER.INPUT_SIZE") for line in choices)
+    trainer = build_trainer(resolved)
+    assert trainer.sampling.image_size is None and trainer.sampling.network_input_size == (32, 32)
+    # resized patches do need the size: there "auto" is still planned
+    resized = load_cfg(DEMO_CFG, [*opts, "SAMPLER.PATCH.RESOLUTION_TO_SAMPLE_FROM", "input_size"])
+    assert "SAMPLER.INPUT_SIZE" in auto_keys(resized)
 
 
 def test_auto_size_smaller_than_the_patches_is_refused(kites, tmp_path):

@@ -16,7 +16,14 @@ from utils.devices import resolve_device
 from utils.errors import CheckpointError, ConfigError
 
 # Concrete values for the keys that default to "auto" (main.py resolves them from the data).
-RESOLVED = ("SAMPLER.DATA_AUG", "AffineComplex", "SOLVER.NUM_RES_SUPERVISIONS", "5")
+RESOLVED = (
+    "SAMPLER.DATA_AUG",
+    "AffineComplex",
+    "SOLVER.NUM_RES_SUPERVISIONS",
+    "5",
+    "MODEL.GAUSS_SIGMA",
+    "4.0",
+)
 
 
 def make_trainer(tmp_path, *opts):

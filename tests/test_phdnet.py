@@ -232,7 +232,7 @@ def test_checkpoint_with_other_target_encoding_is_refused(tmp_path, capsys):
 
 def test_outputs_are_averaged_as_displacements_not_logs(tmp_path):
     opts = ["MODEL.ARCHITECTURE", "PHD-Net", "OUTPUT.OUTPUT_DIR", str(tmp_path), *RESOLVED]
-    cfg = load_cfg(None, opts)
+    cfg = load_cfg(None, [*opts, "SAMPLER.INPUT_SIZE", "[512, 512]"])
     trainer = get_trainer_class("PHD-Net").from_config(cfg, DatasetGeneric)
     trainer.initialize(num_landmarks=1)
     members = [

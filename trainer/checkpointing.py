@@ -139,6 +139,8 @@ class CheckpointMixin:
             )
         trained_cfg = yaml.safe_load(state["config"])
         for key in self.checkpoint_config_keys:
+            if key == "SAMPLER.INPUT_SIZE" and self.sampling.image_size is None:
+                continue  # patches of full-resolution images: nothing is resized
             current = get_value(self.cfg, key)
             try:
                 trained = get_value(trained_cfg, key)

@@ -27,8 +27,9 @@ class WholeImages:
     input_channels = 1  # the image
     inference_mode = "resized"  # inference/whole_image.py
 
-    def __init__(self, input_size: tuple[int, int]) -> None:
-        self.input_size = tuple(input_size)
+    def __init__(self, input_size: tuple[int, int] | None) -> None:
+        # None only for patches of full-resolution images (Patches), which never resize
+        self.input_size = None if input_size is None else tuple(input_size)
 
     @property
     def network_input_size(self) -> tuple[int, int]:

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from yacs.config import CfgNode
 
-from config import get_cfg_defaults, get_value, set_value
+from config import AUTO, get_cfg_defaults, get_value, is_auto, set_value
 
 
 def key(config_key: str, default: Any, convert: Callable[[Any], Any] | None = None) -> Any:
@@ -30,6 +30,12 @@ def key(config_key: str, default: Any, convert: Callable[[Any], Any] | None = No
 def size(value) -> tuple[int, ...]:
     """A ``[height, width]`` (or any list) config value as a tuple of ints."""
     return tuple(int(s) for s in value)
+
+
+def whole_image_size(value) -> tuple[int, ...] | None:
+    """SAMPLER.INPUT_SIZE as a tuple of ints; None for "auto", which only patches cut from
+    full-resolution images keep (they never resize, see config.auto_keys)."""
+    return None if value is None or is_auto(value) else size(value)
 
 
 def floats(value) -> tuple[float, ...]:
@@ -61,6 +67,8 @@ class Settings:
         """Write these values into a mutable ``cfg`` under their keys."""
         for item in dataclasses.fields(self):
             value = getattr(self, item.name)
+            if value is None and item.metadata.get("convert") is whole_image_size:
+                value = AUTO  # full-resolution patches: the size is not used
             set_value(cfg, item.metadata["key"], list(value) if isinstance(value, tuple) else value)
 
 
@@ -75,7 +83,7 @@ class DataSettings(Settings):
     landmarks: tuple[int, ...] = key("DATASET.LANDMARKS", (), size)
     trainset_size: int = key("DATASET.TRAINSET_SIZE", -1, int)
     pixel_size: tuple[float, ...] = key("DATASET.PIXEL_SIZE", (), floats)
-    input_size: tuple[int, ...] = key("SAMPLER.INPUT_SIZE", (512, 512), size)
+    input_size: tuple[int, ...] | None = key("SAMPLER.INPUT_SIZE", (512, 512), whole_image_size)
     data_aug: str | None = key("SAMPLER.DATA_AUG", "AffineComplex")
     data_aug_package: str = key("SAMPLER.DATA_AUG_PACKAGE", "albumentations")
     num_workers: int = key("SAMPLER.NUM_WORKERS", 0, int)
